@@ -1,0 +1,370 @@
+//! [`Consumer`]: subscriptions plus acknowledgement rules, run against a tower `Service`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tower_service::Service;
+
+use crate::config::{Config, ProtoVer, QoS, MAX_PACKET_SIZE_LIMIT};
+use crate::disposition::{AckPolicy, OnFailure, OnSuccess};
+use crate::driver::codec::{Codec, ConnectParams};
+use crate::driver::{Backoff, Driver};
+use crate::error::{BoxError, ConfigError, RunError};
+use crate::message::{Message, Origin};
+use crate::topic;
+
+/// Everything a connection driver needs, validated.
+#[derive(Debug)]
+pub(crate) struct Settings {
+    pub(crate) config: Config,
+    pub(crate) client_id: String,
+    /// Filters as sent in SUBSCRIBE (with the `$share/<group>/` prefix when grouped).
+    pub(crate) subscriptions: Vec<(String, QoS)>,
+    pub(crate) shared_group: Option<String>,
+    /// Filters as the user gave them.
+    pub(crate) filters: Arc<[String]>,
+    pub(crate) concurrency: usize,
+    pub(crate) max_inflight: usize,
+    pub(crate) policy: AckPolicy,
+    pub(crate) drain_timeout: Duration,
+    pub(crate) redeliver_after: Duration,
+    pub(crate) backoff: Backoff,
+    pub(crate) max_reconnect_attempts: Option<u32>,
+    pub(crate) codec: Codec,
+}
+
+impl Settings {
+    pub(crate) fn connect_params<'a>(&'a self, origin: &'a Origin) -> ConnectParams<'a> {
+        let v5 = self.codec == Codec::V5;
+        let c = &self.config;
+        ConnectParams {
+            client_id: &origin.client_id,
+            keepalive_secs: c.keepalive.as_secs() as u16,
+            clean_start: c.clean_start,
+            username: c.username.as_deref(),
+            password: c.password.as_ref().map(|p| p.0.as_str()),
+            session_expiry: (v5 && !c.clean_start).then_some(c.session_expiry.as_secs() as u32),
+            receive_maximum: v5.then_some(self.max_inflight as u16),
+            max_packet_size: v5.then_some(c.max_packet_size as u32),
+        }
+    }
+}
+
+/// Builds a [`Consumer`]; see [`Consumer::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ConsumerBuilder {
+    config: Config,
+    topics: Vec<(String, QoS)>,
+    shared_group: Option<String>,
+    concurrency: usize,
+    max_inflight: usize,
+    policy: AckPolicy,
+    drain_timeout: Duration,
+    redeliver_after: Duration,
+    backoff: (Duration, Duration),
+    max_reconnect_attempts: Option<u32>,
+}
+
+impl ConsumerBuilder {
+    /// Subscribe to `filter` with `qos`. Repeatable; at least one is required.
+    ///
+    /// Use QoS 1 or 2 for at-least-once delivery: QoS 0 messages cannot be redelivered.
+    pub fn topic(mut self, filter: impl Into<String>, qos: QoS) -> Self {
+        self.topics.push((filter.into(), qos));
+        self
+    }
+
+    /// Subscribe as `$share/<group>/<filter>`, so the broker spreads messages over every
+    /// connection in the group instead of copying them to each. Required for
+    /// `concurrency > 1`.
+    pub fn shared_group(mut self, group: impl Into<String>) -> Self {
+        self.shared_group = Some(group.into());
+        self
+    }
+
+    /// Number of broker connections (default 1). Connection `i` uses client id
+    /// `<client_id>_<i>` and its own task.
+    pub fn concurrency(mut self, connections: usize) -> Self {
+        self.concurrency = connections;
+        self
+    }
+
+    /// Largest number of messages each connection holds at once (default 100): service
+    /// calls in progress plus acknowledgements waiting for an earlier message. At the
+    /// limit the connection stops reading from the socket (QoS 0 included). With MQTT 5
+    /// it is also sent to the broker as Receive Maximum.
+    pub fn max_inflight(mut self, messages: usize) -> Self {
+        self.max_inflight = messages;
+        self
+    }
+
+    /// What to do when the service returns `Ok`. Default [`OnSuccess::Ack`].
+    pub fn on_success(mut self, on_success: OnSuccess) -> Self {
+        self.policy.on_success = on_success;
+        self
+    }
+
+    /// What to do when the service returns `Err`. Default [`OnFailure::Redeliver`].
+    pub fn on_failure(mut self, on_failure: OnFailure) -> Self {
+        self.policy.on_failure = on_failure;
+        self
+    }
+
+    /// How long shutdown (and a redelivery reconnect) waits for calls in progress
+    /// before giving up on them; abandoned messages are not acknowledged, so the broker
+    /// sends them again. Default 30 s.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// With [`OnFailure::Redeliver`]: the longest a failed message waits before the
+    /// connection resumes its session to get it back. Default 1 s. The reconnect also
+    /// happens as soon as failures would fill `max_inflight`.
+    pub fn redeliver_after(mut self, delay: Duration) -> Self {
+        self.redeliver_after = delay;
+        self
+    }
+
+    /// Bounds of the exponential reconnect backoff (default 100 ms to 30 s). Each delay
+    /// is drawn from the upper half of its step, so consumers do not reconnect in step.
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
+        self.backoff = (min, max);
+        self
+    }
+
+    /// Give up after this many consecutive failed connection attempts; `run` then
+    /// returns [`RunError::ReconnectLimit`] with the last reason. Default `None`: retry
+    /// forever (a broker that is down at start-up is waited for).
+    pub fn max_reconnect_attempts(mut self, attempts: Option<u32>) -> Self {
+        self.max_reconnect_attempts = attempts;
+        self
+    }
+
+    /// Check every option and build the consumer.
+    pub fn build(self) -> Result<Consumer, ConfigError> {
+        let c = &self.config;
+        if c.proto_ver == ProtoVer::V3 {
+            return Err(ConfigError::UnsupportedProtocol);
+        }
+        if c.host.trim().is_empty() {
+            return Err(ConfigError::EmptyHost);
+        }
+        if c.port == 0 {
+            return Err(ConfigError::InvalidPort);
+        }
+        if c.password.is_some() && c.username.is_none() {
+            return Err(ConfigError::PasswordWithoutUsername);
+        }
+        let ka = c.keepalive;
+        if ka > Duration::from_secs(65_535) || (!ka.is_zero() && ka < Duration::from_secs(1)) {
+            return Err(ConfigError::InvalidKeepalive(ka));
+        }
+        if c.proto_ver == ProtoVer::V5 && !c.clean_start {
+            if c.session_expiry.as_secs() == 0 {
+                return Err(ConfigError::InvalidSessionExpiry(
+                    "an MQTT 5 session with expiry 0 ends when the connection closes, so clean_start(false) would keep nothing; use at least 1 s (default 24 h)",
+                ));
+            }
+            if c.session_expiry.as_secs() > u64::from(u32::MAX) {
+                return Err(ConfigError::InvalidSessionExpiry(
+                    "at most 4294967295 s (u32::MAX, which MQTT 5 treats as never expiring)",
+                ));
+            }
+        }
+        if c.max_packet_size < 1024 || c.max_packet_size > MAX_PACKET_SIZE_LIMIT {
+            return Err(ConfigError::InvalidMaxPacketSize(c.max_packet_size));
+        }
+        if c.connect_timeout.is_zero() {
+            return Err(ConfigError::ZeroDuration("connect_timeout"));
+        }
+        let client_id = match (&c.client_id, c.clean_start) {
+            (Some(id), _) => {
+                if id.is_empty() {
+                    return Err(ConfigError::InvalidClientId {
+                        id: id.clone(),
+                        reason:
+                            "empty; leave client_id unset (with clean_start(true)) to generate one",
+                    });
+                }
+                if id.contains('\0') {
+                    return Err(ConfigError::InvalidClientId {
+                        id: id.clone(),
+                        reason: "must not contain NUL",
+                    });
+                }
+                if id.len() > 65_000 {
+                    return Err(ConfigError::InvalidClientId {
+                        id: id.clone(),
+                        reason: "longer than MQTT allows (65535 bytes including the _N suffix)",
+                    });
+                }
+                id.clone()
+            }
+            (None, true) => format!("tower-mqtt-{:016x}", fastrand::u64(..)),
+            (None, false) => return Err(ConfigError::MissingClientId),
+        };
+        if self.topics.is_empty() {
+            return Err(ConfigError::NoTopic);
+        }
+        for (i, (filter, _)) in self.topics.iter().enumerate() {
+            if let Some(reason) = topic::filter_problem(filter) {
+                return Err(ConfigError::InvalidTopic {
+                    filter: filter.clone(),
+                    reason,
+                });
+            }
+            if self.topics[..i].iter().any(|(f, _)| f == filter) {
+                return Err(ConfigError::DuplicateTopic(filter.clone()));
+            }
+        }
+        if let Some(group) = &self.shared_group {
+            if !topic::group_is_valid(group) {
+                return Err(ConfigError::InvalidSharedGroup(group.clone()));
+            }
+        }
+        if self.concurrency == 0 {
+            return Err(ConfigError::ZeroConcurrency);
+        }
+        if self.concurrency > 1 && self.shared_group.is_none() {
+            return Err(ConfigError::ConcurrencyWithoutGroup(self.concurrency));
+        }
+        if self.max_inflight == 0 || self.max_inflight > 65_535 {
+            return Err(ConfigError::InvalidMaxInflight(self.max_inflight));
+        }
+        if self.policy.on_failure == OnFailure::Redeliver && c.clean_start {
+            return Err(ConfigError::RedeliverNeedsSession);
+        }
+        if self.drain_timeout.is_zero() {
+            return Err(ConfigError::ZeroDuration("drain_timeout"));
+        }
+        if self.redeliver_after.is_zero() {
+            return Err(ConfigError::ZeroDuration("redeliver_after"));
+        }
+        let (min, max) = self.backoff;
+        if min.is_zero() {
+            return Err(ConfigError::ZeroDuration("reconnect_backoff"));
+        }
+        if min > max {
+            return Err(ConfigError::InvalidBackoff { min, max });
+        }
+        let subscriptions = self
+            .topics
+            .iter()
+            .map(|(f, q)| match &self.shared_group {
+                Some(g) => (format!("$share/{g}/{f}"), *q),
+                None => (f.clone(), *q),
+            })
+            .collect();
+        let codec = match c.proto_ver {
+            ProtoVer::V5 => Codec::V5,
+            _ => Codec::V4,
+        };
+        Ok(Consumer {
+            settings: Arc::new(Settings {
+                client_id,
+                subscriptions,
+                filters: self.topics.iter().map(|(f, _)| f.clone()).collect(),
+                shared_group: self.shared_group,
+                concurrency: self.concurrency,
+                max_inflight: self.max_inflight,
+                policy: self.policy,
+                drain_timeout: self.drain_timeout,
+                redeliver_after: self.redeliver_after,
+                backoff: Backoff { min, max },
+                max_reconnect_attempts: self.max_reconnect_attempts,
+                codec,
+                config: self.config,
+            }),
+        })
+    }
+}
+
+/// An MQTT consumer: subscribes, runs every message through a tower `Service`, and
+/// acknowledges according to the service's `Result`.
+///
+/// ```no_run
+/// use std::convert::Infallible;
+/// use tokio_util::sync::CancellationToken;
+/// use tower::service_fn;
+/// use tower_mqtt::{Config, Consumer, Message, QoS};
+///
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// let consumer = Consumer::builder(Config::new("127.0.0.1").client_id("ingest"))
+///     .topic("sensors/+/temp", QoS::AtLeastOnce)
+///     .build()?;
+/// let service = service_fn(|msg: Message| async move {
+///     println!("{} {:?}", msg.topic(), msg.payload());
+///     Ok::<_, Infallible>(())
+/// });
+/// consumer.run(service, CancellationToken::new()).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    settings: Arc<Settings>,
+}
+
+impl Consumer {
+    /// Start building a consumer for the broker described by `config`.
+    pub fn builder(config: Config) -> ConsumerBuilder {
+        ConsumerBuilder {
+            config,
+            topics: Vec::new(),
+            shared_group: None,
+            concurrency: 1,
+            max_inflight: 100,
+            policy: AckPolicy::default(),
+            drain_timeout: Duration::from_secs(30),
+            redeliver_after: Duration::from_secs(1),
+            backoff: (Duration::from_millis(100), Duration::from_secs(30)),
+            max_reconnect_attempts: None,
+        }
+    }
+
+    /// Client id of connection `index` (`<client_id>_<index>`).
+    pub fn client_id(&self, index: usize) -> String {
+        format!("{}_{index}", self.settings.client_id)
+    }
+
+    /// Run until `shutdown` is cancelled, then drain and return.
+    ///
+    /// Each connection gets its own clone of `service`. On shutdown every connection
+    /// stops reading, waits up to the drain timeout for calls in progress, sends their
+    /// acknowledgements and a DISCONNECT, then `run` returns `Ok(())`. If a connection
+    /// fails for good (see [`RunError`]) the others are shut down the same way and the
+    /// first error is returned.
+    pub async fn run<S>(self, service: S, shutdown: CancellationToken) -> Result<(), RunError>
+    where
+        S: Service<Message> + Clone + Send + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+    {
+        let stop = shutdown.child_token();
+        let mut tasks = JoinSet::new();
+        for index in 0..self.settings.concurrency {
+            let origin = Arc::new(Origin {
+                client_id: self.client_id(index),
+                producer_index: index,
+                shared_group: self.settings.shared_group.clone(),
+                host: self.settings.config.host.clone(),
+                port: self.settings.config.port,
+                filters: self.settings.filters.clone(),
+            });
+            let driver = Driver::new(self.settings.clone(), origin, service.clone(), stop.clone());
+            tasks.spawn(driver.run());
+        }
+        let mut first_error = None;
+        while let Some(joined) = tasks.join_next().await {
+            let result = joined.unwrap_or_else(|e| Err(RunError::Panicked(e.to_string())));
+            if let Err(e) = result {
+                stop.cancel();
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}

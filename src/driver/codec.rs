@@ -1,0 +1,396 @@
+//! MQTT 3.1.1 and MQTT 5 packets, encoded and decoded with rumqttc's `mqttbytes`.
+//!
+//! The driver speaks only in [`Inbound`] values and `encode_*` calls, so the rest of the
+//! code does not care which protocol version is in use.
+
+use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
+
+use rumqttc::mqttbytes as m;
+use rumqttc::mqttbytes::v4;
+use rumqttc::v5::mqttbytes as m5;
+use rumqttc::v5::mqttbytes::v5;
+
+use crate::config::QoS;
+use crate::event::DownReason;
+use crate::message::PublishProperties;
+
+/// Which protocol a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Codec {
+    V4,
+    V5,
+}
+
+/// What the CONNACK said.
+#[derive(Debug)]
+pub(crate) struct ConnAckInfo {
+    pub(crate) session_present: bool,
+    pub(crate) refused: Option<DownReason>,
+    pub(crate) server_keepalive: Option<u16>,
+}
+
+/// A PUBLISH as received, before it becomes a [`Message`](crate::Message).
+#[derive(Debug)]
+pub(crate) struct RawPublish {
+    pub(crate) topic: ByteString,
+    pub(crate) payload: Bytes,
+    pub(crate) qos: QoS,
+    pub(crate) retain: bool,
+    pub(crate) dup: bool,
+    pub(crate) pkid: u16,
+    pub(crate) properties: Option<PublishProperties>,
+}
+
+/// The answer to one subscription filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SubCode {
+    Granted(QoS),
+    Refused { code: u8, name: &'static str },
+}
+
+/// A packet from the broker, reduced to what a consumer needs.
+#[derive(Debug)]
+pub(crate) enum Inbound {
+    ConnAck(ConnAckInfo),
+    Publish(RawPublish),
+    PubRel(u16),
+    SubAck {
+        pkid: u16,
+        codes: Vec<SubCode>,
+    },
+    PingResp,
+    Disconnect {
+        code: u8,
+    },
+    /// Acks for publishes we never sent, UNSUBACK, AUTH: nothing to do.
+    Ignored,
+}
+
+/// Parameters of a CONNECT.
+pub(crate) struct ConnectParams<'a> {
+    pub(crate) client_id: &'a str,
+    pub(crate) keepalive_secs: u16,
+    pub(crate) clean_start: bool,
+    pub(crate) username: Option<&'a str>,
+    pub(crate) password: Option<&'a str>,
+    /// MQTT 5 only.
+    pub(crate) session_expiry: Option<u32>,
+    /// MQTT 5 only.
+    pub(crate) receive_maximum: Option<u16>,
+    /// MQTT 5 only.
+    pub(crate) max_packet_size: Option<u32>,
+}
+
+/// The result of trying to decode one packet from the read buffer.
+pub(crate) enum Decoded {
+    Packet(Inbound),
+    /// Not enough bytes yet; at least this many more are needed.
+    NeedMore(usize),
+}
+
+impl Codec {
+    pub(crate) fn decode(self, buf: &mut BytesMut, max: usize) -> Result<Decoded, DownReason> {
+        match self {
+            Codec::V4 => match v4::Packet::read(buf, max) {
+                Ok(p) => from_v4(p).map(Decoded::Packet),
+                Err(m::Error::InsufficientBytes(n)) => Ok(Decoded::NeedMore(n)),
+                Err(m::Error::PayloadSizeLimitExceeded(size)) => {
+                    Err(DownReason::PacketTooLarge { size, limit: max })
+                }
+                Err(e) => Err(DownReason::Protocol(e.to_string())),
+            },
+            Codec::V5 => match v5::Packet::read(buf, Some(max as u32)) {
+                Ok(p) => from_v5(p).map(Decoded::Packet),
+                Err(m5::Error::InsufficientBytes(n)) => Ok(Decoded::NeedMore(n)),
+                Err(m5::Error::PayloadSizeLimitExceeded { pkt_size: size, .. }) => {
+                    Err(DownReason::PacketTooLarge { size, limit: max })
+                }
+                Err(e) => Err(DownReason::Protocol(e.to_string())),
+            },
+        }
+    }
+
+    pub(crate) fn encode_connect(self, p: &ConnectParams<'_>, buf: &mut BytesMut) {
+        match self {
+            Codec::V4 => {
+                let mut connect = v4::Connect::new(p.client_id);
+                connect.keep_alive = p.keepalive_secs;
+                connect.clean_session = p.clean_start;
+                if let Some(user) = p.username {
+                    connect.login = Some(v4::Login::new(user, p.password.unwrap_or("")));
+                }
+                write_v4(v4::Packet::Connect(connect), buf);
+            }
+            Codec::V5 => {
+                let properties = v5::ConnectProperties {
+                    session_expiry_interval: p.session_expiry,
+                    receive_maximum: p.receive_maximum,
+                    max_packet_size: p.max_packet_size,
+                    ..v5::ConnectProperties::new()
+                };
+                let connect = v5::Connect {
+                    keep_alive: p.keepalive_secs,
+                    client_id: p.client_id.to_owned(),
+                    clean_start: p.clean_start,
+                    properties: Some(properties),
+                };
+                let login = p
+                    .username
+                    .map(|u| v5::Login::new(u, p.password.unwrap_or("")));
+                write_v5(v5::Packet::Connect(connect, None, login), buf);
+            }
+        }
+    }
+
+    /// PUBACK (QoS 1) or PUBREC (QoS 2); `reject` sends MQTT 5 reason 0x80.
+    pub(crate) fn encode_ack(self, qos: QoS, pkid: u16, reject: bool, buf: &mut BytesMut) {
+        match (self, qos) {
+            (_, QoS::AtMostOnce) => {}
+            (Codec::V4, QoS::AtLeastOnce) => {
+                write_v4(v4::Packet::PubAck(v4::PubAck::new(pkid)), buf)
+            }
+            (Codec::V4, QoS::ExactlyOnce) => {
+                write_v4(v4::Packet::PubRec(v4::PubRec::new(pkid)), buf)
+            }
+            (Codec::V5, QoS::AtLeastOnce) => {
+                let mut ack = v5::PubAck::new(pkid, None);
+                if reject {
+                    ack.reason = v5::PubAckReason::UnspecifiedError;
+                }
+                write_v5(v5::Packet::PubAck(ack), buf)
+            }
+            (Codec::V5, QoS::ExactlyOnce) => {
+                let mut rec = v5::PubRec::new(pkid, None);
+                if reject {
+                    rec.reason = v5::PubRecReason::UnspecifiedError;
+                }
+                write_v5(v5::Packet::PubRec(rec), buf)
+            }
+        }
+    }
+
+    pub(crate) fn encode_pubcomp(self, pkid: u16, buf: &mut BytesMut) {
+        match self {
+            Codec::V4 => write_v4(v4::Packet::PubComp(v4::PubComp::new(pkid)), buf),
+            Codec::V5 => write_v5(v5::Packet::PubComp(v5::PubComp::new(pkid, None)), buf),
+        }
+    }
+
+    pub(crate) fn encode_subscribe(self, pkid: u16, filters: &[(String, QoS)], buf: &mut BytesMut) {
+        match self {
+            Codec::V4 => {
+                let filters = filters
+                    .iter()
+                    .map(|(f, q)| v4::SubscribeFilter::new(f.clone(), q.to_rumqttc()))
+                    .collect();
+                write_v4(v4::Packet::Subscribe(v4::Subscribe { pkid, filters }), buf);
+            }
+            Codec::V5 => {
+                let filters = filters
+                    .iter()
+                    .map(|(f, q)| v5::Filter::new(f.clone(), q.to_v5()))
+                    .collect();
+                let subscribe = v5::Subscribe {
+                    pkid,
+                    filters,
+                    properties: None,
+                };
+                write_v5(v5::Packet::Subscribe(subscribe), buf);
+            }
+        }
+    }
+
+    pub(crate) fn encode_ping(self, buf: &mut BytesMut) {
+        match self {
+            Codec::V4 => write_v4(v4::Packet::PingReq, buf),
+            Codec::V5 => write_v5(v5::Packet::PingReq(v5::PingReq), buf),
+        }
+    }
+
+    /// A normal DISCONNECT: the broker keeps the session and discards the will.
+    pub(crate) fn encode_disconnect(self, buf: &mut BytesMut) {
+        match self {
+            Codec::V4 => write_v4(v4::Packet::Disconnect, buf),
+            Codec::V5 => write_v5(
+                v5::Packet::Disconnect(v5::Disconnect::new(
+                    v5::DisconnectReasonCode::NormalDisconnection,
+                )),
+                buf,
+            ),
+        }
+    }
+}
+
+// Encoding our own small packets cannot fail except on sizes we never produce (topic
+// filters are validated to fit); a failure would be a bug, and sending nothing is the
+// safe outcome, so it is logged rather than propagated.
+fn write_v4(packet: v4::Packet, buf: &mut BytesMut) {
+    if let Err(e) = packet.write(buf, usize::MAX) {
+        tracing::error!(target: "tower_mqtt::connection", error = %e, "could not encode packet");
+    }
+}
+
+fn write_v5(packet: v5::Packet, buf: &mut BytesMut) {
+    if let Err(e) = packet.write(buf, None) {
+        tracing::error!(target: "tower_mqtt::connection", error = %e, "could not encode packet");
+    }
+}
+
+fn from_v4(packet: v4::Packet) -> Result<Inbound, DownReason> {
+    Ok(match packet {
+        v4::Packet::Publish(p) => Inbound::Publish(RawPublish {
+            topic: ByteString::from(p.topic),
+            payload: p.payload,
+            qos: QoS::from_rumqttc(p.qos),
+            retain: p.retain,
+            dup: p.dup,
+            pkid: p.pkid,
+            properties: None,
+        }),
+        v4::Packet::PubRel(r) => Inbound::PubRel(r.pkid),
+        v4::Packet::PingResp => Inbound::PingResp,
+        v4::Packet::SubAck(s) => Inbound::SubAck {
+            pkid: s.pkid,
+            codes: s
+                .return_codes
+                .into_iter()
+                .map(|c| match c {
+                    v4::SubscribeReasonCode::Success(q) => SubCode::Granted(QoS::from_rumqttc(q)),
+                    v4::SubscribeReasonCode::Failure => SubCode::Refused {
+                        code: 0x80,
+                        name: "Failure",
+                    },
+                })
+                .collect(),
+        },
+        v4::Packet::ConnAck(c) => Inbound::ConnAck(ConnAckInfo {
+            session_present: c.session_present,
+            refused: v4_refusal(c.code),
+            server_keepalive: None,
+        }),
+        v4::Packet::Disconnect => Inbound::Disconnect { code: 0 },
+        v4::Packet::PubAck(_)
+        | v4::Packet::PubRec(_)
+        | v4::Packet::PubComp(_)
+        | v4::Packet::UnsubAck(_) => Inbound::Ignored,
+        other => {
+            return Err(DownReason::Protocol(format!(
+                "unexpected packet from broker: {other:?}"
+            )))
+        }
+    })
+}
+
+fn from_v5(packet: v5::Packet) -> Result<Inbound, DownReason> {
+    Ok(match packet {
+        v5::Packet::Publish(p) => Inbound::Publish(RawPublish {
+            topic: ByteString::try_from(p.topic)
+                .map_err(|_| DownReason::Protocol("PUBLISH topic is not UTF-8".into()))?,
+            payload: p.payload,
+            qos: QoS::from_v5(p.qos),
+            retain: p.retain,
+            dup: p.dup,
+            pkid: p.pkid,
+            properties: p.properties.map(|pp| PublishProperties {
+                payload_format_indicator: pp.payload_format_indicator,
+                message_expiry_interval: pp.message_expiry_interval,
+                response_topic: pp.response_topic,
+                correlation_data: pp.correlation_data,
+                user_properties: pp.user_properties,
+                subscription_identifiers: pp.subscription_identifiers,
+                content_type: pp.content_type,
+            }),
+        }),
+        v5::Packet::PubRel(r) => Inbound::PubRel(r.pkid),
+        v5::Packet::PingResp(_) => Inbound::PingResp,
+        v5::Packet::SubAck(s) => Inbound::SubAck {
+            pkid: s.pkid,
+            codes: s.return_codes.into_iter().map(v5_suback_code).collect(),
+        },
+        v5::Packet::ConnAck(c) => Inbound::ConnAck(ConnAckInfo {
+            session_present: c.session_present,
+            server_keepalive: c.properties.as_ref().and_then(|p| p.server_keep_alive),
+            refused: v5_refusal(c.code),
+        }),
+        v5::Packet::Disconnect(d) => Inbound::Disconnect {
+            code: d.reason_code as u8,
+        },
+        v5::Packet::PubAck(_)
+        | v5::Packet::PubRec(_)
+        | v5::Packet::PubComp(_)
+        | v5::Packet::UnsubAck(_)
+        | v5::Packet::Auth(_) => Inbound::Ignored,
+        other => {
+            return Err(DownReason::Protocol(format!(
+                "unexpected packet from broker: {other:?}"
+            )))
+        }
+    })
+}
+
+fn v4_refusal(code: v4::ConnectReturnCode) -> Option<DownReason> {
+    use v4::ConnectReturnCode as C;
+    Some(match code {
+        C::Success => return None,
+        C::BadUserNamePassword => DownReason::BadCredentials,
+        C::NotAuthorized => DownReason::NotAuthorized,
+        C::ServiceUnavailable => DownReason::ServerUnavailable,
+        C::RefusedProtocolVersion => refused(1, "RefusedProtocolVersion"),
+        C::BadClientId => refused(2, "BadClientId"),
+    })
+}
+
+fn v5_refusal(code: v5::ConnectReturnCode) -> Option<DownReason> {
+    use v5::ConnectReturnCode as C;
+    Some(match code {
+        C::Success => return None,
+        C::BadUserNamePassword => DownReason::BadCredentials,
+        C::NotAuthorized => DownReason::NotAuthorized,
+        C::ServerUnavailable | C::ServiceUnavailable => DownReason::ServerUnavailable,
+        C::ServerBusy => DownReason::ServerBusy,
+        C::QuotaExceeded => DownReason::QuotaExceeded,
+        C::RefusedProtocolVersion => refused(0x84, "RefusedProtocolVersion"),
+        C::BadClientId => refused(0x85, "BadClientId"),
+        C::UnspecifiedError => refused(0x80, "UnspecifiedError"),
+        C::MalformedPacket => refused(0x81, "MalformedPacket"),
+        C::ProtocolError => refused(0x82, "ProtocolError"),
+        C::ImplementationSpecificError => refused(0x83, "ImplementationSpecificError"),
+        C::UnsupportedProtocolVersion => refused(0x84, "UnsupportedProtocolVersion"),
+        C::ClientIdentifierNotValid => refused(0x85, "ClientIdentifierNotValid"),
+        C::Banned => refused(0x8A, "Banned"),
+        C::BadAuthenticationMethod => refused(0x8C, "BadAuthenticationMethod"),
+        C::TopicNameInvalid => refused(0x90, "TopicNameInvalid"),
+        C::PacketTooLarge => refused(0x95, "PacketTooLarge"),
+        C::PayloadFormatInvalid => refused(0x99, "PayloadFormatInvalid"),
+        C::RetainNotSupported => refused(0x9A, "RetainNotSupported"),
+        C::QoSNotSupported => refused(0x9B, "QoSNotSupported"),
+        C::UseAnotherServer => refused(0x9C, "UseAnotherServer"),
+        C::ServerMoved => refused(0x9D, "ServerMoved"),
+        C::ConnectionRateExceeded => refused(0x9F, "ConnectionRateExceeded"),
+    })
+}
+
+fn refused(code: u8, name: &str) -> DownReason {
+    DownReason::Refused {
+        code,
+        name: name.to_owned(),
+    }
+}
+
+fn v5_suback_code(code: v5::SubscribeReasonCode) -> SubCode {
+    use v5::SubscribeReasonCode as C;
+    let (code, name) = match code {
+        C::Success(q) => return SubCode::Granted(QoS::from_v5(q)),
+        C::Failure | C::Unspecified => (0x80, "UnspecifiedError"),
+        C::ImplementationSpecific => (0x83, "ImplementationSpecificError"),
+        C::NotAuthorized => (0x87, "NotAuthorized"),
+        C::TopicFilterInvalid => (0x8F, "TopicFilterInvalid"),
+        C::PkidInUse => (0x91, "PacketIdentifierInUse"),
+        C::QuotaExceeded => (0x97, "QuotaExceeded"),
+        C::SharedSubscriptionsNotSupported => (0x9E, "SharedSubscriptionsNotSupported"),
+        C::SubscriptionIdNotSupported => (0xA1, "SubscriptionIdentifiersNotSupported"),
+        C::WildcardSubscriptionsNotSupported => (0xA2, "WildcardSubscriptionsNotSupported"),
+    };
+    SubCode::Refused { code, name }
+}

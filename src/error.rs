@@ -1,0 +1,121 @@
+//! Errors: bad configuration, and why a running consumer stopped.
+
+use crate::event::DownReason;
+
+/// Boxed error type used where a layer or the service adds a failure.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A configuration problem found by [`ConsumerBuilder::build`](crate::ConsumerBuilder::build).
+///
+/// Each variant names the option at fault; its message says how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No `topic(...)` was added.
+    #[error("topic: no topic to subscribe to; add at least one with ConsumerBuilder::topic(filter, qos)")]
+    NoTopic,
+    /// A topic filter is not valid MQTT.
+    #[error("topic: invalid topic filter {filter:?}: {reason}")]
+    InvalidTopic {
+        /// The filter as given.
+        filter: String,
+        /// What is wrong with it and how to fix it.
+        reason: &'static str,
+    },
+    /// The same topic filter was added twice.
+    #[error("topic: filter {0:?} was added twice; add each filter once")]
+    DuplicateTopic(String),
+    /// `concurrency(0)`.
+    #[error("concurrency: must be at least 1 (the number of broker connections)")]
+    ZeroConcurrency,
+    /// `concurrency(n)` with `n > 1` but no shared group.
+    #[error("concurrency: {0} connections would each receive every message; set shared_group(name) so the broker splits messages between them, or use concurrency(1)")]
+    ConcurrencyWithoutGroup(usize),
+    /// `max_inflight` outside `1..=65535`.
+    #[error(
+        "max_inflight: {0} is out of range; use 1..=65535 (MQTT Receive Maximum is a 16-bit value)"
+    )]
+    InvalidMaxInflight(usize),
+    /// The shared group name is empty or contains `/`, `+` or `#`.
+    #[error(
+        "shared_group: invalid group name {0:?}; use a non-empty name without '/', '+' or '#'"
+    )]
+    InvalidSharedGroup(String),
+    /// `clean_start(false)` without a client id.
+    #[error("client_id: clean_start(false) keeps a session on the broker, which only the same client id can resume; set Config::client_id(...) or use clean_start(true)")]
+    MissingClientId,
+    /// The client id is empty, too long or contains NUL.
+    #[error("client_id: invalid client id {id:?}: {reason}")]
+    InvalidClientId {
+        /// The client id as given.
+        id: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// MQTT 3.1 was requested.
+    #[error("proto_ver: MQTT 3.1 (ProtoVer::V3) is not supported; use ProtoVer::V4 (MQTT 3.1.1) or ProtoVer::V5")]
+    UnsupportedProtocol,
+    /// The host is empty.
+    #[error("host: empty host name; pass the broker's host name or IP address to Config::new")]
+    EmptyHost,
+    /// The port is 0.
+    #[error("port: 0 is not a valid broker port; the MQTT default is 1883")]
+    InvalidPort,
+    /// A password without a user name.
+    #[error("password: MQTT sends a password only together with a user name; set Config::username(...) as well")]
+    PasswordWithoutUsername,
+    /// Keepalive not expressible in MQTT.
+    #[error(
+        "keepalive: {0:?} is out of range; use 0 (disabled) or whole seconds from 1 s to 65535 s"
+    )]
+    InvalidKeepalive(std::time::Duration),
+    /// MQTT 5 session that would expire at once, or an expiry over the 32-bit limit.
+    #[error("session_expiry: {0}")]
+    InvalidSessionExpiry(&'static str),
+    /// `max_packet_size` out of range.
+    #[error("max_packet_size: {0} bytes is out of range; use 1 KiB (1024) to 256 MiB (268435455)")]
+    InvalidMaxPacketSize(usize),
+    /// Redelivery needs a session that survives reconnecting.
+    #[error("on_failure: OnFailure::Redeliver brings failures back by resuming the session, which clean_start(true) discards; use clean_start(false), or OnFailure::Noop / OnFailure::Ack")]
+    RedeliverNeedsSession,
+    /// A duration option that must be non-zero is zero.
+    #[error("{0}: must be greater than zero")]
+    ZeroDuration(&'static str),
+    /// The reconnect backoff bounds are inverted.
+    #[error(
+        "reconnect_backoff: the minimum delay ({min:?}) is greater than the maximum ({max:?})"
+    )]
+    InvalidBackoff {
+        /// Minimum delay as given.
+        min: std::time::Duration,
+        /// Maximum delay as given.
+        max: std::time::Duration,
+    },
+}
+
+/// Why [`Consumer::run`](crate::Consumer::run) returned an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunError {
+    /// The broker could not be reached within the configured number of attempts.
+    #[error("connection {producer_index}: gave up after {attempts} failed connection attempts; last reason: {last}")]
+    ReconnectLimit {
+        /// Which connection gave up.
+        producer_index: usize,
+        /// How many attempts failed in a row.
+        attempts: u32,
+        /// Why the last one failed.
+        last: DownReason,
+    },
+    /// The service reported an error from `poll_ready`; tower treats that as fatal.
+    #[error("connection {producer_index}: the service failed in poll_ready: {source}")]
+    ServiceNotReady {
+        /// Which connection's service failed.
+        producer_index: usize,
+        /// The service's error.
+        source: BoxError,
+    },
+    /// A connection task panicked.
+    #[error("connection task panicked: {0}")]
+    Panicked(String),
+}

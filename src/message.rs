@@ -1,0 +1,172 @@
+//! The message every service receives.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use bytestring::ByteString;
+use http::Extensions;
+
+use crate::config::QoS;
+
+/// MQTT 5 PUBLISH properties, as the broker sent them.
+///
+/// Empty for MQTT 3.1.1 messages ([`Message::properties`] returns `None`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PublishProperties {
+    /// Payload Format Indicator (1 = UTF-8 text).
+    pub payload_format_indicator: Option<u8>,
+    /// Message Expiry Interval in seconds, as forwarded by the broker.
+    pub message_expiry_interval: Option<u32>,
+    /// Response Topic for request/response.
+    pub response_topic: Option<String>,
+    /// Correlation Data for request/response.
+    pub correlation_data: Option<Bytes>,
+    /// User properties, in order; names may repeat.
+    pub user_properties: Vec<(String, String)>,
+    /// Subscription identifiers of the matching subscriptions.
+    pub subscription_identifiers: Vec<usize>,
+    /// Content Type.
+    pub content_type: Option<String>,
+}
+
+impl PublishProperties {
+    /// The first user property called `name`, if any.
+    pub fn user_property(&self, name: &str) -> Option<&str> {
+        self.user_properties
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Where a message came from: shared by every message of one connection.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Origin {
+    pub(crate) client_id: String,
+    pub(crate) producer_index: usize,
+    pub(crate) shared_group: Option<String>,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    /// Subscribed filters, without any `$share/<group>/` prefix.
+    pub(crate) filters: Arc<[String]>,
+}
+
+impl Origin {
+    /// Client id of the connection, including its `_N` suffix.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+    /// Index of the connection (0-based) within the consumer.
+    pub fn producer_index(&self) -> usize {
+        self.producer_index
+    }
+    /// Shared subscription group, if any.
+    pub fn shared_group(&self) -> Option<&str> {
+        self.shared_group.as_deref()
+    }
+    /// Broker host as configured.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+    /// Broker port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+    /// The topic filters this consumer subscribes to (without `$share/<group>/`).
+    pub fn filters(&self) -> &[String] {
+        &self.filters
+    }
+}
+
+/// One MQTT PUBLISH received from the broker.
+///
+/// Cheap to clone: the topic and payload are reference-counted [`Bytes`]. Layers pass
+/// typed data down to the service through [`extensions`](Self::extensions_mut), the way
+/// `http::Request` extensions work in tower-http.
+#[derive(Debug, Clone)]
+pub struct Message {
+    pub(crate) topic: ByteString,
+    pub(crate) payload: Bytes,
+    pub(crate) qos: QoS,
+    pub(crate) retain: bool,
+    pub(crate) dup: bool,
+    pub(crate) pkid: u16,
+    pub(crate) properties: Option<Arc<PublishProperties>>,
+    pub(crate) origin: Arc<Origin>,
+    pub(crate) extensions: Extensions,
+}
+
+impl Message {
+    /// The topic the message was published to. A shared subscription's
+    /// `$share/<group>/` prefix never appears here: brokers deliver the real topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// The payload.
+    pub fn payload(&self) -> &Bytes {
+        &self.payload
+    }
+
+    /// The QoS the message was delivered with (at most the subscription's QoS).
+    pub fn qos(&self) -> QoS {
+        self.qos
+    }
+
+    /// The retain flag.
+    pub fn retain(&self) -> bool {
+        self.retain
+    }
+
+    /// The DUP flag: the broker has sent this message before (a redelivery).
+    pub fn dup(&self) -> bool {
+        self.dup
+    }
+
+    /// Packet identifier (0 for QoS 0). Unique only among the connection's unacked messages.
+    pub fn pkid(&self) -> u16 {
+        self.pkid
+    }
+
+    /// Index (0-based) of the connection that received the message.
+    pub fn producer_index(&self) -> usize {
+        self.origin.producer_index
+    }
+
+    /// Client id of the connection that received the message.
+    pub fn client_id(&self) -> &str {
+        &self.origin.client_id
+    }
+
+    /// The connection the message arrived on.
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// The first subscribed filter that matches the topic: the low-cardinality name of
+    /// the stream a message belongs to (e.g. `sensors/+/temp` for `sensors/7/temp`).
+    pub fn subscription(&self) -> Option<&str> {
+        self.origin
+            .filters
+            .iter()
+            .find(|f| crate::topic::matches(f, &self.topic))
+            .map(String::as_str)
+    }
+
+    /// MQTT 5 PUBLISH properties (user properties included); `None` on MQTT 3.1.1 or
+    /// when the broker sent none.
+    pub fn properties(&self) -> Option<&PublishProperties> {
+        self.properties.as_deref()
+    }
+
+    /// Typed data attached by layers.
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
+    }
+
+    /// Typed data attached by layers, mutably.
+    pub fn extensions_mut(&mut self) -> &mut Extensions {
+        &mut self.extensions
+    }
+}

@@ -1,0 +1,112 @@
+//! Test helpers: build messages without a broker and see what the consumer would do
+//! with them (like Broadway's `test_message`).
+//!
+//! ```
+//! use std::convert::Infallible;
+//! use tower::service_fn;
+//! use tower_mqtt::testing::{disposition, test_message};
+//! use tower_mqtt::{AckPolicy, Disposition, Message};
+//!
+//! # tokio_test_block(async {
+//! let svc = service_fn(|m: Message| async move {
+//!     if m.payload().is_empty() { Err("empty") } else { Ok(()) }
+//! });
+//! let ok = disposition(svc.clone(), test_message("a/b", "21.5"), AckPolicy::default()).await;
+//! assert_eq!(ok, Disposition::Ack);
+//! let failed = disposition(svc, test_message("a/b", ""), AckPolicy::default()).await;
+//! assert_eq!(failed, Disposition::Redeliver);
+//! # });
+//! # fn tokio_test_block(f: impl std::future::Future) {
+//! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f);
+//! # }
+//! ```
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tower::ServiceExt;
+use tower_service::Service;
+
+use crate::config::QoS;
+use crate::disposition::{AckPolicy, Disposition};
+use crate::error::BoxError;
+use crate::message::{Message, Origin};
+
+/// A QoS 1 message on `topic` with `payload`, as connection 0 of client `test` would
+/// receive it (packet id 1). Adjust it with [`TestMessage`] methods.
+pub fn test_message(topic: &str, payload: impl Into<Bytes>) -> Message {
+    Message {
+        topic: topic.into(),
+        payload: payload.into(),
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        dup: false,
+        pkid: 1,
+        properties: None,
+        origin: Arc::new(Origin {
+            client_id: "test_0".into(),
+            producer_index: 0,
+            shared_group: None,
+            host: "localhost".into(),
+            port: 1883,
+            filters: Arc::from(vec![topic.to_owned()]),
+        }),
+        extensions: http::Extensions::new(),
+    }
+}
+
+/// Builder-style setters for messages made by [`test_message`].
+pub trait TestMessage {
+    /// Set the QoS (QoS 0 also sets the packet id to 0).
+    fn with_qos(self, qos: QoS) -> Self;
+    /// Set the DUP flag.
+    fn with_dup(self, dup: bool) -> Self;
+    /// Set the retain flag.
+    fn with_retain(self, retain: bool) -> Self;
+    /// Set the packet id.
+    fn with_pkid(self, pkid: u16) -> Self;
+    /// Add an MQTT 5 user property.
+    fn with_user_property(self, name: &str, value: &str) -> Self;
+}
+
+impl TestMessage for Message {
+    fn with_qos(mut self, qos: QoS) -> Self {
+        self.qos = qos;
+        if qos == QoS::AtMostOnce {
+            self.pkid = 0;
+        }
+        self
+    }
+    fn with_dup(mut self, dup: bool) -> Self {
+        self.dup = dup;
+        self
+    }
+    fn with_retain(mut self, retain: bool) -> Self {
+        self.retain = retain;
+        self
+    }
+    fn with_pkid(mut self, pkid: u16) -> Self {
+        self.pkid = pkid;
+        self
+    }
+    fn with_user_property(mut self, name: &str, value: &str) -> Self {
+        let mut props = self.properties.as_deref().cloned().unwrap_or_default();
+        props.user_properties.push((name.into(), value.into()));
+        self.properties = Some(Arc::new(props));
+        self
+    }
+}
+
+/// Run `message` through `service` (waiting for readiness first) and return the
+/// disposition the consumer would take under `policy`.
+pub async fn disposition<S>(service: S, message: Message, policy: AckPolicy) -> Disposition
+where
+    S: Service<Message>,
+    S::Error: Into<BoxError>,
+{
+    let result = match service.ready_oneshot().await {
+        Ok(mut svc) => svc.call(message).await.map(|_| ()).map_err(Into::into),
+        Err(e) => Err(e.into()),
+    };
+    policy.decide(&result)
+}

@@ -117,8 +117,15 @@ enum Mode {
         deadline: Pin<Box<Sleep>>,
         timed_out: bool,
         disconnect_written: bool,
+        /// DISCONNECT is flushed and our side half-closed; waiting for the broker to
+        /// close its side, so that it has read every ack before the socket goes away
+        /// (closing with unread data would send a RST, which can discard them).
+        linger: Option<Pin<Box<Sleep>>>,
     },
 }
+
+/// How long to wait for the broker to close after our DISCONNECT.
+const LINGER: Duration = Duration::from_secs(2);
 
 enum Keepalive {
     Off,
@@ -200,6 +207,7 @@ impl Conn {
                 deadline: Box::pin(sleep(drain_timeout)),
                 timed_out: false,
                 disconnect_written: false,
+                linger: None,
             };
         }
     }
@@ -418,6 +426,7 @@ where
                 deadline,
                 timed_out,
                 disconnect_written,
+                linger,
             } = &mut conn.mode
             {
                 if !*timed_out && deadline.as_mut().poll(cx).is_ready() {
@@ -436,10 +445,22 @@ where
                 }
                 if *disconnect_written && conn.wbuf.is_empty() && !conn.needs_flush {
                     let exit = *exit;
-                    // Closing the write side tells the broker we are gone; errors no
-                    // longer matter.
-                    let _ = Pin::new(&mut conn.io).poll_shutdown(cx);
-                    return Poll::Ready(Ok(exit));
+                    if linger.is_none() {
+                        *linger = Some(Box::pin(sleep(LINGER)));
+                    }
+                    // From here on errors no longer matter: every ack is written.
+                    let closed = match Pin::new(&mut conn.io).poll_shutdown(cx) {
+                        Poll::Ready(Ok(())) => discard_until_eof(&mut conn.io, &mut conn.rbuf, cx),
+                        Poll::Ready(Err(_)) => true,
+                        Poll::Pending => false,
+                    };
+                    let gave_up = linger
+                        .as_mut()
+                        .is_some_and(|t| t.as_mut().poll(cx).is_ready());
+                    if closed || gave_up {
+                        return Poll::Ready(Ok(exit));
+                    }
+                    return Poll::Pending;
                 }
             }
 
@@ -710,6 +731,22 @@ where
                     }
                 }
             }
+        }
+    }
+}
+
+/// Read and drop whatever arrives until the broker closes; true once it has (or the
+/// connection failed).
+fn discard_until_eof(io: &mut Box<dyn Io>, buf: &mut BytesMut, cx: &mut Context<'_>) -> bool {
+    loop {
+        buf.clear();
+        if buf.capacity() < 4096 {
+            buf.reserve(READ_CHUNK);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return true,
+            Poll::Ready(Ok(_)) => continue,
+            Poll::Pending => return false,
         }
     }
 }

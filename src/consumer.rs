@@ -12,11 +12,11 @@ use crate::disposition::{AckPolicy, OnFailure, OnSuccess};
 use crate::driver::codec::{Codec, ConnectParams};
 use crate::driver::{Backoff, Driver};
 use crate::error::{BoxError, ConfigError, RunError};
+use crate::event::{Event, Hook};
 use crate::message::{Message, Origin};
 use crate::topic;
 
 /// Everything a connection driver needs, validated.
-#[derive(Debug)]
 pub(crate) struct Settings {
     pub(crate) config: Config,
     pub(crate) client_id: String,
@@ -33,6 +33,7 @@ pub(crate) struct Settings {
     pub(crate) backoff: Backoff,
     pub(crate) max_reconnect_attempts: Option<u32>,
     pub(crate) codec: Codec,
+    pub(crate) hook: Option<Hook>,
 }
 
 impl Settings {
@@ -53,7 +54,7 @@ impl Settings {
 }
 
 /// Builds a [`Consumer`]; see [`Consumer::builder`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 #[must_use]
 pub struct ConsumerBuilder {
     config: Config,
@@ -66,9 +67,47 @@ pub struct ConsumerBuilder {
     redeliver_after: Duration,
     backoff: (Duration, Duration),
     max_reconnect_attempts: Option<u32>,
+    hook: Option<Hook>,
+}
+
+impl std::fmt::Debug for ConsumerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerBuilder")
+            .field("config", &self.config)
+            .field("topics", &self.topics)
+            .field("shared_group", &self.shared_group)
+            .field("concurrency", &self.concurrency)
+            .field("max_inflight", &self.max_inflight)
+            .field("policy", &self.policy)
+            .field("on_event", &self.hook.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("config", &self.config)
+            .field("client_id", &self.client_id)
+            .field("subscriptions", &self.subscriptions)
+            .field("max_inflight", &self.max_inflight)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ConsumerBuilder {
+    /// Call `hook` with every [`Event`] (connections, subscriptions, messages), in
+    /// addition to the `tracing` events. It runs on the connection's task, so keep it
+    /// quick: count, or send to a channel.
+    pub fn on_event<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&Event<'_>) + Send + Sync + 'static,
+    {
+        self.hook = Some(std::sync::Arc::new(hook));
+        self
+    }
+
     /// Subscribe to `filter` with `qos`. Repeatable; at least one is required.
     ///
     /// Use QoS 1 or 2 for at-least-once delivery: QoS 0 messages cannot be redelivered.
@@ -277,6 +316,7 @@ impl ConsumerBuilder {
                 backoff: Backoff { min, max },
                 max_reconnect_attempts: self.max_reconnect_attempts,
                 codec,
+                hook: self.hook,
                 config: self.config,
             }),
         })
@@ -322,6 +362,7 @@ impl Consumer {
             redeliver_after: Duration::from_secs(1),
             backoff: (Duration::from_millis(100), Duration::from_secs(30)),
             max_reconnect_attempts: None,
+            hook: None,
         }
     }
 

@@ -13,7 +13,13 @@
 //! | receive_message.start | `tower_mqtt::receive_message` | DEBUG | `producer_index`, `client_id`, `topic`, `qos`, `pkid`, `dup` |
 //! | receive_message.ack | `tower_mqtt::receive_message` | DEBUG | `producer_index`, `client_id`, `topic`, `qos`, `pkid`, `status`, `disposition`, `duration_us` |
 //!
-//! The `event` field of each carries its name (`event = "connection.up"`).
+//! The `event` field of each carries its name (`event = "connection.up"`). A result that
+//! arrives after its connection closed is reported as `receive_message.stale` (DEBUG): it
+//! is not acknowledged, and the broker redelivers the message.
+//!
+//! The same events reach code as typed [`Event`] values through
+//! [`ConsumerBuilder::on_event`](crate::ConsumerBuilder::on_event). The hook runs on the
+//! connection's task for every event, so it must be quick (count, send to a channel).
 
 use std::fmt;
 use std::time::Duration;
@@ -66,6 +72,12 @@ pub enum DownReason {
     },
     /// The broker sent something that is not valid MQTT.
     Protocol(String),
+    /// Not a fault: the connection was closed on purpose to resume the session, so the
+    /// broker redelivers this many withheld failures ([`OnFailure::Redeliver`](crate::OnFailure::Redeliver)).
+    Redelivery {
+        /// Failures waiting for redelivery.
+        failures: usize,
+    },
     /// Any other I/O error.
     Io {
         /// The error kind.
@@ -99,6 +111,9 @@ impl fmt::Display for DownReason {
                 "incoming packet of {size} bytes exceeds max_packet_size ({limit}); raise Config::max_packet_size"
             ),
             DownReason::Protocol(e) => write!(f, "protocol error: {e}"),
+            DownReason::Redelivery { failures } => {
+                write!(f, "reconnecting to have {failures} failed message(s) redelivered")
+            }
             DownReason::Io { kind, message } => write!(f, "I/O error ({kind:?}): {message}"),
         }
     }
@@ -124,63 +139,301 @@ impl DownReason {
     }
 }
 
-/// Identity of the connection an event is about.
-#[derive(Clone, Copy)]
-pub(crate) struct Who<'a> {
+/// Whether a service call succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    /// The service returned `Ok`.
+    Success,
+    /// The service returned `Err` (or the call was abandoned at the drain timeout).
+    Failure,
+}
+
+impl Status {
+    /// `"success"` or `"failure"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Success => "success",
+            Status::Failure => "failure",
+        }
+    }
+}
+
+/// A telemetry event, borrowed from the connection that emits it.
+///
+/// Every variant carries `producer_index` and `client_id` (with its `_N` suffix), so
+/// events from several connections can be told apart and correlated.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event<'a> {
+    /// A connection slot started.
+    ProducerInit {
+        /// Connection index.
+        producer_index: usize,
+        /// Client id.
+        client_id: &'a str,
+    },
+    /// A connection slot stopped for good.
+    ProducerTerminate {
+        /// Connection index.
+        producer_index: usize,
+        /// Client id.
+        client_id: &'a str,
+        /// `"shutdown"` or the error that ended it.
+        reason: &'a str,
+    },
+    /// CONNACK accepted.
+    ConnectionUp {
+        /// Connection index.
+        producer_index: usize,
+        /// Client id.
+        client_id: &'a str,
+        /// Whether the broker resumed an existing session.
+        session_present: bool,
+    },
+    /// A connection ended or could not be made.
+    ConnectionDown {
+        /// Connection index.
+        producer_index: usize,
+        /// Client id.
+        client_id: &'a str,
+        /// Why.
+        reason: &'a DownReason,
+    },
+    /// The broker granted a subscription.
+    SubscriptionSuccess {
+        /// Connection index.
+        producer_index: usize,
+        /// Client id.
+        client_id: &'a str,
+        /// The filter as subscribed (with `$share/<group>/` when grouped).
+        topic: &'a str,
+        /// QoS asked for.
+        requested_qos: QoS,
+        /// QoS granted; lower than requested when the broker downgraded it.
+        granted_qos: QoS,
+    },
+    /// The broker refused a subscription.
+    SubscriptionError {
+        /// Connection index.
+        producer_index: usize,
+        /// Client id.
+        client_id: &'a str,
+        /// The filter as subscribed.
+        topic: &'a str,
+        /// SUBACK reason code (0x80 for MQTT 3.1.1 failure).
+        reason_code: u8,
+        /// Name of the reason code.
+        reason: &'a str,
+    },
+    /// A PUBLISH arrived and is handed to the service.
+    MessageStart {
+        /// Connection index.
+        producer_index: usize,
+        /// Client id.
+        client_id: &'a str,
+        /// Topic.
+        topic: &'a str,
+        /// Delivered QoS.
+        qos: QoS,
+        /// Packet id.
+        pkid: u16,
+        /// DUP flag.
+        dup: bool,
+    },
+    /// A service call finished and its disposition was decided. For QoS 1/2 the
+    /// acknowledgement (if any) goes out once every earlier message is decided.
+    MessageAck {
+        /// Connection index.
+        producer_index: usize,
+        /// Client id.
+        client_id: &'a str,
+        /// Topic.
+        topic: &'a str,
+        /// Delivered QoS.
+        qos: QoS,
+        /// Packet id.
+        pkid: u16,
+        /// Service outcome.
+        status: Status,
+        /// What happens to the message.
+        disposition: Disposition,
+        /// Time from `MessageStart` to the end of the service call.
+        duration: Duration,
+    },
+    /// A service call finished after the connection its message arrived on closed. It
+    /// is not acknowledged (its packet id may name another message now); the broker
+    /// redelivers the message on the resumed session.
+    MessageStale {
+        /// Connection index.
+        producer_index: usize,
+        /// Client id.
+        client_id: &'a str,
+        /// Topic.
+        topic: &'a str,
+        /// Packet id on the closed connection.
+        pkid: u16,
+        /// Service outcome.
+        status: Status,
+    },
+}
+
+impl Event<'_> {
+    /// The event's stable name, e.g. `"connection.up"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::ProducerInit { .. } => "producer.init",
+            Event::ProducerTerminate { .. } => "producer.terminate",
+            Event::ConnectionUp { .. } => "connection.up",
+            Event::ConnectionDown { .. } => "connection.down",
+            Event::SubscriptionSuccess { .. } => "subscription.success",
+            Event::SubscriptionError { .. } => "subscription.error",
+            Event::MessageStart { .. } => "receive_message.start",
+            Event::MessageAck { .. } => "receive_message.ack",
+            Event::MessageStale { .. } => "receive_message.stale",
+        }
+    }
+}
+
+/// A user hook receiving every event.
+pub(crate) type Hook = std::sync::Arc<dyn Fn(&Event<'_>) + Send + Sync>;
+
+/// Emits the events of one connection slot: a `tracing` event plus the user's hook.
+#[derive(Clone)]
+pub(crate) struct Emitter {
     pub(crate) producer_index: usize,
-    pub(crate) client_id: &'a str,
+    pub(crate) client_id: std::sync::Arc<str>,
+    pub(crate) hook: Option<Hook>,
 }
 
-pub(crate) fn producer_init(who: Who<'_>) {
-    tracing::info!(target: "tower_mqtt::producer", event = "producer.init",
-        producer_index = who.producer_index, client_id = who.client_id, "producer started");
-}
+impl Emitter {
+    fn hook(&self, event: Event<'_>) {
+        if let Some(hook) = &self.hook {
+            hook(&event);
+        }
+    }
 
-pub(crate) fn producer_terminate(who: Who<'_>, reason: &str) {
-    tracing::info!(target: "tower_mqtt::producer", event = "producer.terminate",
-        producer_index = who.producer_index, client_id = who.client_id, reason, "producer stopped");
-}
+    pub(crate) fn producer_init(&self) {
+        let (producer_index, client_id) = (self.producer_index, &*self.client_id);
+        tracing::info!(target: "tower_mqtt::producer", event = "producer.init",
+            producer_index, client_id, "producer started");
+        self.hook(Event::ProducerInit {
+            producer_index,
+            client_id,
+        });
+    }
 
-pub(crate) fn connection_up(who: Who<'_>, session_present: bool) {
-    tracing::info!(target: "tower_mqtt::connection", event = "connection.up",
-        producer_index = who.producer_index, client_id = who.client_id, session_present, "connected");
-}
+    pub(crate) fn producer_terminate(&self, reason: &str) {
+        let (producer_index, client_id) = (self.producer_index, &*self.client_id);
+        tracing::info!(target: "tower_mqtt::producer", event = "producer.terminate",
+            producer_index, client_id, reason, "producer stopped");
+        self.hook(Event::ProducerTerminate {
+            producer_index,
+            client_id,
+            reason,
+        });
+    }
 
-pub(crate) fn connection_down(who: Who<'_>, reason: &DownReason) {
-    tracing::warn!(target: "tower_mqtt::connection", event = "connection.down",
-        producer_index = who.producer_index, client_id = who.client_id, reason = %reason, "connection down");
-}
+    pub(crate) fn connection_up(&self, session_present: bool) {
+        let (producer_index, client_id) = (self.producer_index, &*self.client_id);
+        tracing::info!(target: "tower_mqtt::connection", event = "connection.up",
+            producer_index, client_id, session_present, "connected");
+        self.hook(Event::ConnectionUp {
+            producer_index,
+            client_id,
+            session_present,
+        });
+    }
 
-pub(crate) fn subscription_success(who: Who<'_>, topic: &str, requested: QoS, granted: QoS) {
-    tracing::info!(target: "tower_mqtt::subscription", event = "subscription.success",
-        producer_index = who.producer_index, client_id = who.client_id, topic,
-        requested_qos = requested as u8, granted_qos = granted as u8, "subscribed");
-}
+    pub(crate) fn connection_down(&self, reason: &DownReason) {
+        let (producer_index, client_id) = (self.producer_index, &*self.client_id);
+        tracing::warn!(target: "tower_mqtt::connection", event = "connection.down",
+            producer_index, client_id, reason = %reason, "connection down");
+        self.hook(Event::ConnectionDown {
+            producer_index,
+            client_id,
+            reason,
+        });
+    }
 
-pub(crate) fn subscription_error(who: Who<'_>, topic: &str, reason: &str) {
-    tracing::error!(target: "tower_mqtt::subscription", event = "subscription.error",
-        producer_index = who.producer_index, client_id = who.client_id, topic, reason, "subscription refused");
-}
+    pub(crate) fn subscription_success(&self, topic: &str, requested_qos: QoS, granted_qos: QoS) {
+        let (producer_index, client_id) = (self.producer_index, &*self.client_id);
+        tracing::info!(target: "tower_mqtt::subscription", event = "subscription.success",
+            producer_index, client_id, topic, requested_qos = requested_qos as u8,
+            granted_qos = granted_qos as u8, "subscribed");
+        self.hook(Event::SubscriptionSuccess {
+            producer_index,
+            client_id,
+            topic,
+            requested_qos,
+            granted_qos,
+        });
+    }
 
-pub(crate) fn message_start(who: Who<'_>, topic: &str, qos: QoS, pkid: u16, dup: bool) {
-    tracing::debug!(target: "tower_mqtt::receive_message", event = "receive_message.start",
-        producer_index = who.producer_index, client_id = who.client_id, topic,
-        qos = qos as u8, pkid, dup, "message received");
-}
+    pub(crate) fn subscription_error(&self, topic: &str, reason_code: u8, reason: &str) {
+        let (producer_index, client_id) = (self.producer_index, &*self.client_id);
+        tracing::error!(target: "tower_mqtt::subscription", event = "subscription.error",
+            producer_index, client_id, topic, reason_code, reason, "subscription refused");
+        self.hook(Event::SubscriptionError {
+            producer_index,
+            client_id,
+            topic,
+            reason_code,
+            reason,
+        });
+    }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn message_ack(
-    who: Who<'_>,
-    topic: &str,
-    qos: QoS,
-    pkid: u16,
-    success: bool,
-    disposition: Disposition,
-    elapsed: Duration,
-) {
-    tracing::debug!(target: "tower_mqtt::receive_message", event = "receive_message.ack",
-        producer_index = who.producer_index, client_id = who.client_id, topic,
-        qos = qos as u8, pkid, status = if success { "success" } else { "failure" },
-        disposition = disposition.as_str(), duration_us = elapsed.as_micros() as u64,
-        "message decided");
+    pub(crate) fn message_start(&self, topic: &str, qos: QoS, pkid: u16, dup: bool) {
+        let (producer_index, client_id) = (self.producer_index, &*self.client_id);
+        tracing::debug!(target: "tower_mqtt::receive_message", event = "receive_message.start",
+            producer_index, client_id, topic, qos = qos as u8, pkid, dup, "message received");
+        self.hook(Event::MessageStart {
+            producer_index,
+            client_id,
+            topic,
+            qos,
+            pkid,
+            dup,
+        });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn message_ack(
+        &self,
+        topic: &str,
+        qos: QoS,
+        pkid: u16,
+        status: Status,
+        disposition: Disposition,
+        duration: Duration,
+    ) {
+        let (producer_index, client_id) = (self.producer_index, &*self.client_id);
+        tracing::debug!(target: "tower_mqtt::receive_message", event = "receive_message.ack",
+            producer_index, client_id, topic, qos = qos as u8, pkid, status = status.as_str(),
+            disposition = disposition.as_str(), duration_us = duration.as_micros() as u64,
+            "message decided");
+        self.hook(Event::MessageAck {
+            producer_index,
+            client_id,
+            topic,
+            qos,
+            pkid,
+            status,
+            disposition,
+            duration,
+        });
+    }
+
+    pub(crate) fn message_stale(&self, topic: &str, pkid: u16, status: Status) {
+        let (producer_index, client_id) = (self.producer_index, &*self.client_id);
+        tracing::debug!(target: "tower_mqtt::receive_message", event = "receive_message.stale",
+            producer_index, client_id, topic, pkid, status = status.as_str(),
+            "result not acknowledged: its connection is closed; the broker redelivers the message");
+        self.hook(Event::MessageStale {
+            producer_index,
+            client_id,
+            topic,
+            pkid,
+            status,
+        });
+    }
 }

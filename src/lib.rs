@@ -66,6 +66,6 @@ pub use config::{Config, ProtoVer, QoS};
 pub use consumer::{Consumer, ConsumerBuilder};
 pub use disposition::{AckPolicy, Disposition, OnFailure, OnSuccess};
 pub use error::{BoxError, ConfigError, RunError};
-pub use event::DownReason;
+pub use event::{DownReason, Event, Status};
 pub use message::{Message, Origin, PublishProperties};
 pub use tokio_util::sync::CancellationToken;

@@ -41,7 +41,7 @@ use crate::config::QoS;
 use crate::consumer::Settings;
 use crate::disposition::Disposition;
 use crate::error::{BoxError, RunError};
-use crate::event::{self, DownReason, Who};
+use crate::event::{DownReason, Emitter, Status};
 use crate::message::{Message, Origin};
 use codec::{Codec, Decoded, Inbound, RawPublish, SubCode};
 use order::AckOrder;
@@ -94,7 +94,7 @@ enum Exit {
     /// Shutdown was requested; the connection was drained and closed.
     Shutdown,
     /// Failures are waiting: the session is resumed so the broker redelivers them.
-    Redeliver,
+    Redeliver { failures: usize },
 }
 
 /// Why a connection's loop ended against our will.
@@ -220,6 +220,7 @@ where
 {
     settings: Arc<Settings>,
     origin: Arc<Origin>,
+    events: Emitter,
     svc: S,
     /// `poll_ready` returned `Ready(Ok)` and the reservation is unused.
     ready: bool,
@@ -243,9 +244,15 @@ where
         svc: S,
         shutdown: CancellationToken,
     ) -> Self {
+        let events = Emitter {
+            producer_index: origin.producer_index,
+            client_id: origin.client_id.as_str().into(),
+            hook: settings.hook.clone(),
+        };
         Driver {
             settings,
             origin,
+            events,
             svc,
             ready: false,
             calls: FuturesUnordered::new(),
@@ -256,16 +263,9 @@ where
         }
     }
 
-    fn who(&self) -> Who<'_> {
-        Who {
-            producer_index: self.origin.producer_index,
-            client_id: &self.origin.client_id,
-        }
-    }
-
     /// Connect, consume, reconnect, until shutdown or a fatal error.
     pub(crate) async fn run(mut self) -> Result<(), RunError> {
-        event::producer_init(self.who());
+        self.events.producer_init();
         let result = self.run_inner().await;
         // Calls from connections already closed cannot be acknowledged any more, but
         // they may have side effects: give them the drain timeout to finish.
@@ -277,7 +277,7 @@ where
             Ok(()) => "shutdown".to_owned(),
             Err(e) => e.to_string(),
         };
-        event::producer_terminate(self.who(), &reason);
+        self.events.producer_terminate(&reason);
         result
     }
 
@@ -293,7 +293,11 @@ where
                     failures = 0;
                     match self.consume(io, rbuf, connack).await {
                         Ok(Exit::Shutdown) => return Ok(()),
-                        Ok(Exit::Redeliver) => continue,
+                        Ok(Exit::Redeliver { failures }) => {
+                            self.events
+                                .connection_down(&DownReason::Redelivery { failures });
+                            continue;
+                        }
                         Err(Broken::ServiceFailed(source)) => {
                             return Err(RunError::ServiceNotReady {
                                 producer_index: self.origin.producer_index,
@@ -305,7 +309,7 @@ where
                 }
                 Err(reason) => reason,
             };
-            event::connection_down(self.who(), &reason);
+            self.events.connection_down(&reason);
             failures += 1;
             if let Some(limit) = self.settings.max_reconnect_attempts {
                 if failures > limit {
@@ -352,10 +356,8 @@ where
     }
 
     fn report_stale(&self, ticket: &Ticket, result: &Result<(), BoxError>) {
-        tracing::debug!(target: "tower_mqtt::receive_message", event = "receive_message.stale",
-            producer_index = self.origin.producer_index, client_id = %self.origin.client_id,
-            topic = %ticket.topic, pkid = ticket.pkid, status = if result.is_ok() { "success" } else { "failure" },
-            "result not acknowledged: the message arrived on a connection that is closed; the broker redelivers it");
+        self.events
+            .message_stale(&ticket.topic, ticket.pkid, status(result));
     }
 
     /// Consume on a fresh connection until it ends.
@@ -371,7 +373,7 @@ where
             None => self.settings.config.keepalive,
         };
         let mut conn = Conn::new(io, rbuf, self.epoch, keepalive);
-        event::connection_up(self.who(), connack.session_present);
+        self.events.connection_up(connack.session_present);
         // rumqttc never re-subscribes; we do whenever the broker has no session for us,
         // and once per run in any case, in case the topic list changed since the session
         // was created.
@@ -415,7 +417,8 @@ where
                     .as_mut()
                     .is_some_and(|t| t.as_mut().poll(cx).is_ready());
                 if timer_fired || conn.withheld >= max_inflight {
-                    conn.begin_closing(Exit::Redeliver, self.settings.drain_timeout);
+                    let failures = conn.withheld;
+                    conn.begin_closing(Exit::Redeliver { failures }, self.settings.drain_timeout);
                 }
             }
 
@@ -557,7 +560,8 @@ where
     /// Start the service call for a PUBLISH (the service has reserved capacity).
     fn dispatch(&mut self, conn: &mut Conn, raw: RawPublish) {
         self.ready = false;
-        event::message_start(self.who(), &raw.topic, raw.qos, raw.pkid, raw.dup);
+        self.events
+            .message_start(&raw.topic, raw.qos, raw.pkid, raw.dup);
         let seq = match raw.qos {
             QoS::AtMostOnce => None,
             qos => Some(conn.order.push(raw.pkid, qos)),
@@ -600,12 +604,11 @@ where
             tracing::debug!(target: "tower_mqtt::receive_message", topic = %ticket.topic,
                 pkid = ticket.pkid, error = %e, "service failed");
         }
-        event::message_ack(
-            self.who(),
+        self.events.message_ack(
             &ticket.topic,
             ticket.qos,
             ticket.pkid,
-            result.is_ok(),
+            status(&result),
             disposition,
             ticket.started.elapsed(),
         );
@@ -664,13 +667,15 @@ where
         }
         for (i, (filter, requested)) in filters.iter().enumerate() {
             match codes.get(i) {
-                Some(SubCode::Granted(granted)) => {
-                    event::subscription_success(self.who(), filter, *requested, *granted)
-                }
+                Some(SubCode::Granted(granted)) => self
+                    .events
+                    .subscription_success(filter, *requested, *granted),
                 Some(SubCode::Refused { code, name }) => {
-                    event::subscription_error(self.who(), filter, &format!("{name} (0x{code:02x})"))
+                    self.events.subscription_error(filter, *code, name)
                 }
-                None => event::subscription_error(self.who(), filter, "missing from SUBACK"),
+                None => self
+                    .events
+                    .subscription_error(filter, 0x80, "missing from SUBACK"),
             }
         }
     }
@@ -748,6 +753,14 @@ fn discard_until_eof(io: &mut Box<dyn Io>, buf: &mut BytesMut, cx: &mut Context<
             Poll::Ready(Ok(_)) => continue,
             Poll::Pending => return false,
         }
+    }
+}
+
+fn status(result: &Result<(), BoxError>) -> Status {
+    if result.is_ok() {
+        Status::Success
+    } else {
+        Status::Failure
     }
 }
 

@@ -159,6 +159,8 @@ struct Conn {
     calls: usize,
     /// Failures withheld for redelivery on this connection.
     withheld: usize,
+    /// PUBRECs sent whose PUBREL has not arrived yet (QoS 2 handshakes in progress).
+    awaiting_rel: usize,
     redeliver_timer: Option<Pin<Box<Sleep>>>,
     keepalive: Keepalive,
     mode: Mode,
@@ -188,6 +190,7 @@ impl Conn {
             stash: None,
             calls: 0,
             withheld: 0,
+            awaiting_rel: 0,
             redeliver_timer: None,
             keepalive,
             mode: Mode::Running,
@@ -436,12 +439,15 @@ where
                     *timed_out = true;
                     // Abandoned calls are not acknowledged: the broker sends them again.
                     conn.order.abandon(Disposition::Leave);
-                    let codec = self.settings.codec;
-                    let wbuf = &mut conn.wbuf;
-                    conn.order
-                        .release(|pkid, qos, d| write_ack(codec, qos, pkid, d, wbuf));
+                    release_acks(
+                        self.settings.codec,
+                        &mut conn.order,
+                        &mut conn.wbuf,
+                        &mut conn.awaiting_rel,
+                    );
                 }
-                let drained = *timed_out || (conn.calls == 0 && conn.order.is_empty());
+                let drained = *timed_out
+                    || (conn.calls == 0 && conn.order.is_empty() && conn.awaiting_rel == 0);
                 if drained && !*disconnect_written {
                     *disconnect_written = true;
                     self.settings.codec.encode_disconnect(&mut conn.wbuf);
@@ -468,8 +474,30 @@ where
             }
 
             // 4. New messages, while fewer than max_inflight are held.
-            // Bytes still needed for the next packet, when it is incomplete.
+            // (`want_read`: bytes still needed for the next packet, when it is incomplete.)
             let mut want_read: Option<usize> = None;
+            if !conn.running() && !closing_done(&conn.mode) {
+                // Closing: keep answering PUBREL and PINGRESP so QoS 2 handshakes finish
+                // before DISCONNECT. A PUBLISH that arrives now is not processed and not
+                // acknowledged: the broker sends it again on the next session.
+                loop {
+                    match self
+                        .settings
+                        .codec
+                        .decode(&mut conn.rbuf, self.settings.config.max_packet_size)?
+                    {
+                        Decoded::NeedMore(n) => {
+                            want_read = Some(n);
+                            break;
+                        }
+                        Decoded::Packet(Inbound::Publish(_)) => progress = true,
+                        Decoded::Packet(other) => {
+                            progress = true;
+                            self.control(conn, other)?;
+                        }
+                    }
+                }
+            }
             if conn.running() {
                 while self.held(conn) < max_inflight {
                     if conn.stash.is_none() {
@@ -622,10 +650,12 @@ where
             }
         }
         conn.order.decide(seq, disposition);
-        let codec = self.settings.codec;
-        let wbuf = &mut conn.wbuf;
-        conn.order
-            .release(|pkid, qos, d| write_ack(codec, qos, pkid, d, wbuf));
+        release_acks(
+            self.settings.codec,
+            &mut conn.order,
+            &mut conn.wbuf,
+            &mut conn.awaiting_rel,
+        );
     }
 
     /// Handle a packet other than PUBLISH.
@@ -635,6 +665,7 @@ where
                 // Always complete: after a session resume the broker resends PUBREL for
                 // a PUBREC sent on an earlier connection, which we no longer remember.
                 self.settings.codec.encode_pubcomp(pkid, &mut conn.wbuf);
+                conn.awaiting_rel = conn.awaiting_rel.saturating_sub(1);
             }
             Inbound::PingResp => {
                 if let Keepalive::AwaitPong { sent_at, every, .. } = conn.keepalive {
@@ -765,12 +796,39 @@ fn status(result: &Result<(), BoxError>) -> Status {
 }
 
 /// Put the acknowledgement for one released slot on the wire (if it gets one).
-fn write_ack(codec: Codec, qos: QoS, pkid: u16, disposition: Disposition, wbuf: &mut BytesMut) {
+fn write_ack(
+    codec: Codec,
+    qos: QoS,
+    pkid: u16,
+    disposition: Disposition,
+    wbuf: &mut BytesMut,
+) -> bool {
     match disposition {
         Disposition::Ack => codec.encode_ack(qos, pkid, false, wbuf),
         Disposition::Reject => codec.encode_ack(qos, pkid, true, wbuf),
-        Disposition::Leave | Disposition::Redeliver => {}
+        Disposition::Leave | Disposition::Redeliver => return false,
     }
+    qos == QoS::ExactlyOnce
+}
+
+/// Release the decided prefix of the ack order onto the write buffer.
+fn release_acks(codec: Codec, order: &mut AckOrder, wbuf: &mut BytesMut, awaiting_rel: &mut usize) {
+    order.release(|pkid, qos, d| {
+        if write_ack(codec, qos, pkid, d, wbuf) {
+            *awaiting_rel += 1;
+        }
+    });
+}
+
+/// Whether a closing connection has finished and only waits for the broker to close.
+fn closing_done(mode: &Mode) -> bool {
+    matches!(
+        mode,
+        Mode::Closing {
+            disconnect_written: true,
+            ..
+        }
+    )
 }
 
 /// Open a TCP connection, send CONNECT, wait for a successful CONNACK.

@@ -3,6 +3,8 @@
 //! The driver speaks only in [`Inbound`] values and `encode_*` calls, so the rest of the
 //! code does not care which protocol version is in use.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
 
@@ -39,7 +41,7 @@ pub(crate) struct RawPublish {
     pub(crate) retain: bool,
     pub(crate) dup: bool,
     pub(crate) pkid: u16,
-    pub(crate) properties: Option<PublishProperties>,
+    pub(crate) properties: Option<Arc<PublishProperties>>,
 }
 
 /// The answer to one subscription filter.
@@ -292,14 +294,16 @@ fn from_v5(packet: v5::Packet) -> Result<Inbound, DownReason> {
             retain: p.retain,
             dup: p.dup,
             pkid: p.pkid,
-            properties: p.properties.map(|pp| PublishProperties {
-                payload_format_indicator: pp.payload_format_indicator,
-                message_expiry_interval: pp.message_expiry_interval,
-                response_topic: pp.response_topic,
-                correlation_data: pp.correlation_data,
-                user_properties: pp.user_properties,
-                subscription_identifiers: pp.subscription_identifiers,
-                content_type: pp.content_type,
+            properties: p.properties.map(|pp| {
+                Arc::new(PublishProperties {
+                    payload_format_indicator: pp.payload_format_indicator,
+                    message_expiry_interval: pp.message_expiry_interval,
+                    response_topic: pp.response_topic,
+                    correlation_data: pp.correlation_data,
+                    user_properties: pp.user_properties,
+                    subscription_identifiers: pp.subscription_identifiers,
+                    content_type: pp.content_type,
+                })
             }),
         }),
         v5::Packet::PubRel(r) => Inbound::PubRel(r.pkid),

@@ -609,7 +609,7 @@ where
             retain: raw.retain,
             dup: raw.dup,
             pkid: raw.pkid,
-            properties: raw.properties.map(Arc::new),
+            properties: raw.properties,
             origin: self.origin.clone(),
             extensions: http::Extensions::new(),
         };

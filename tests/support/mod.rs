@@ -33,6 +33,8 @@
 
 mod broker;
 mod client;
+pub(crate) mod consumer;
+pub(crate) mod proxy;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};

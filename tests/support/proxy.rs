@@ -1,0 +1,198 @@
+//! A TCP proxy between the consumer and mosquitto, for fault injection: cut every
+//! connection at a chosen moment, or freeze the broker-to-client direction so packets
+//! the broker sent are never seen by the client.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::AbortHandle;
+
+/// Bytes that crossed one proxied connection, per direction.
+#[derive(Default, Clone)]
+pub(crate) struct Recording {
+    /// Client to broker.
+    pub(crate) upstream: Arc<Mutex<Vec<u8>>>,
+    /// Broker to client.
+    pub(crate) downstream: Arc<Mutex<Vec<u8>>>,
+}
+
+struct Shared {
+    /// Forwarding tasks of live connections, so `cut_all` can kill them.
+    tasks: Mutex<Vec<AbortHandle>>,
+    /// One recording per accepted connection, in order.
+    recordings: Mutex<Vec<Recording>>,
+    accepted: AtomicUsize,
+    frozen: watch::Sender<bool>,
+}
+
+/// A running proxy; stops when dropped.
+pub(crate) struct Proxy {
+    port: u16,
+    shared: Arc<Shared>,
+    accept: AbortHandle,
+}
+
+impl Proxy {
+    /// Listen on a free 127.0.0.1 port and forward every connection to
+    /// `127.0.0.1:upstream_port`.
+    pub(crate) async fn start(upstream_port: u16) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().unwrap().port();
+        let (frozen, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            tasks: Mutex::new(Vec::new()),
+            recordings: Mutex::new(Vec::new()),
+            accepted: AtomicUsize::new(0),
+            frozen,
+        });
+        let s = shared.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(upstream) = TcpStream::connect(("127.0.0.1", upstream_port)).await else {
+                    continue; // broker down: the client sees its connection close
+                };
+                s.accepted.fetch_add(1, Ordering::SeqCst);
+                let _ = client.set_nodelay(true);
+                let _ = upstream.set_nodelay(true);
+                let (mut cr, mut cw) = client.into_split();
+                let (mut ur, mut uw) = upstream.into_split();
+                let rec = Recording::default();
+                s.recordings.lock().unwrap().push(rec.clone());
+                let up_rec = rec.upstream.clone();
+                let up = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        up_rec.lock().unwrap().extend_from_slice(&buf[..n]);
+                        if uw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let down_rec = rec.downstream.clone();
+                let mut frozen = s.frozen.subscribe();
+                let down = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        // While frozen, stop reading: what the broker sends stays in
+                        // kernel buffers and is lost when the connection is cut.
+                        if frozen.wait_for(|f| !*f).await.is_err() {
+                            return;
+                        }
+                        let n = match ur.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        down_rec.lock().unwrap().extend_from_slice(&buf[..n]);
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let mut tasks = s.tasks.lock().unwrap();
+                tasks.push(up.abort_handle());
+                tasks.push(down.abort_handle());
+            }
+        })
+        .abort_handle();
+        Proxy {
+            port,
+            shared,
+            accept,
+        }
+    }
+
+    /// The port clients connect to.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Connections accepted so far.
+    pub(crate) fn accepted(&self) -> usize {
+        self.shared.accepted.load(Ordering::SeqCst)
+    }
+
+    /// What crossed each connection accepted so far, in order of acceptance.
+    pub(crate) fn recordings(&self) -> Vec<Recording> {
+        self.shared.recordings.lock().unwrap().clone()
+    }
+
+    /// Abruptly close every live connection (both sides see the socket drop).
+    pub(crate) fn cut_all(&self) {
+        for task in self.shared.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Stop (true) or resume (false) forwarding broker-to-client bytes.
+    pub(crate) fn freeze_downstream(&self, frozen: bool) {
+        self.shared.frozen.send_replace(frozen);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut_all();
+    }
+}
+
+/// Packet ids, in wire order, of the QoS 1/2 PUBLISHes the broker sent and of the
+/// PUBACKs/PUBRECs the client sent, decoded from a recording.
+pub(crate) fn publish_and_ack_order(rec: &Recording, mqtt5: bool) -> (Vec<u16>, Vec<u16>) {
+    let down = rec.downstream.lock().unwrap().clone();
+    let up = rec.upstream.lock().unwrap().clone();
+    let mut publishes = Vec::new();
+    let mut acks = Vec::new();
+    for packet in decode(&down, mqtt5) {
+        if let Wire::Publish(pkid) = packet {
+            publishes.push(pkid);
+        }
+    }
+    for packet in decode(&up, mqtt5) {
+        if let Wire::Ack(pkid) = packet {
+            acks.push(pkid);
+        }
+    }
+    (publishes, acks)
+}
+
+enum Wire {
+    Publish(u16),
+    Ack(u16),
+    Other,
+}
+
+fn decode(bytes: &[u8], mqtt5: bool) -> Vec<Wire> {
+    use rumqttc::mqttbytes::v4;
+    use rumqttc::v5::mqttbytes::v5;
+    let mut buf = bytes::BytesMut::from(bytes);
+    let mut out = Vec::new();
+    while !buf.is_empty() {
+        let wire = if mqtt5 {
+            match v5::Packet::read(&mut buf, None) {
+                Ok(v5::Packet::Publish(p)) if p.pkid != 0 => Wire::Publish(p.pkid),
+                Ok(v5::Packet::PubAck(a)) => Wire::Ack(a.pkid),
+                Ok(v5::Packet::PubRec(r)) => Wire::Ack(r.pkid),
+                Ok(_) => Wire::Other,
+                Err(_) => break, // a packet cut off by the end of the recording
+            }
+        } else {
+            match v4::Packet::read(&mut buf, usize::MAX) {
+                Ok(v4::Packet::Publish(p)) if p.pkid != 0 => Wire::Publish(p.pkid),
+                Ok(v4::Packet::PubAck(a)) => Wire::Ack(a.pkid),
+                Ok(v4::Packet::PubRec(r)) => Wire::Ack(r.pkid),
+                Ok(_) => Wire::Other,
+                Err(_) => break,
+            }
+        };
+        out.push(wire);
+    }
+    out
+}

@@ -197,8 +197,10 @@ impl Config {
 
     /// Largest incoming packet accepted, in bytes. Default
     /// [`DEFAULT_MAX_PACKET_SIZE`] (a 1 MiB payload fits); at most
-    /// [`MAX_PACKET_SIZE_LIMIT`] (256 MiB). With MQTT 5 it is also sent to the broker
-    /// as Maximum Packet Size.
+    /// [`MAX_PACKET_SIZE_LIMIT`] (256 MiB). A larger packet closes the connection with
+    /// [`DownReason::PacketTooLarge`](crate::DownReason::PacketTooLarge) and stays on the
+    /// broker. It is not sent as MQTT 5 Maximum Packet Size, because brokers silently
+    /// discard messages above that limit.
     pub fn max_packet_size(mut self, bytes: usize) -> Self {
         self.max_packet_size = bytes;
         self

@@ -48,7 +48,10 @@ impl Settings {
             password: c.password.as_ref().map(|p| p.0.as_str()),
             session_expiry: (v5 && !c.clean_start).then_some(c.session_expiry.as_secs() as u32),
             receive_maximum: v5.then_some(self.max_inflight as u16),
-            max_packet_size: v5.then_some(c.max_packet_size as u32),
+            // Deliberately not sent: MQTT 5 lets a broker silently discard a message over
+            // the client's Maximum Packet Size. Unannounced, an oversized packet reaches
+            // us, fails loudly (DownReason::PacketTooLarge) and stays on the broker.
+            max_packet_size: None,
         }
     }
 }

@@ -131,19 +131,33 @@ impl Ev {
 /// Every event the consumer emitted so far, in order.
 #[derive(Clone, Default)]
 pub(crate) struct EventLog {
-    events: Arc<Mutex<Vec<Ev>>>,
+    events: Arc<Mutex<Vec<(tokio::time::Instant, Ev)>>>,
     changed: Arc<Notify>,
 }
 
 impl EventLog {
     fn push(&self, ev: Ev) {
-        self.events.lock().unwrap().push(ev);
+        self.events
+            .lock()
+            .unwrap()
+            .push((tokio::time::Instant::now(), ev));
         self.changed.notify_waiters();
     }
 
     /// A snapshot of all events.
     pub(crate) fn all(&self) -> Vec<Ev> {
-        self.events.lock().unwrap().clone()
+        let events = self.events.lock().unwrap();
+        events.iter().map(|(_, e)| e.clone()).collect()
+    }
+
+    /// When each matching event happened.
+    pub(crate) fn times(&self, pred: impl Fn(&Ev) -> bool) -> Vec<tokio::time::Instant> {
+        let events = self.events.lock().unwrap();
+        events
+            .iter()
+            .filter(|(_, e)| pred(e))
+            .map(|(t, _)| *t)
+            .collect()
     }
 
     /// How many events match.
@@ -152,7 +166,7 @@ impl EventLog {
             .lock()
             .unwrap()
             .iter()
-            .filter(|e| pred(e))
+            .filter(|(_, e)| pred(e))
             .count()
     }
 

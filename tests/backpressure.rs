@@ -174,3 +174,87 @@ fn first_pkid(events: &[Ev]) -> u16 {
         })
         .expect("a message started")
 }
+
+/// With MQTT 5 the broker is told the same bound: Receive Maximum = max_inflight, and
+/// clean_start(false) comes with a non-zero Session Expiry Interval.
+#[tokio::test]
+async fn mqtt5_connect_carries_receive_maximum_and_session_expiry() {
+    with_timeout(Duration::from_secs(30), async {
+        let broker = Broker::start(BrokerOptions::default());
+        let proxy = support::proxy::Proxy::start(broker.port()).await;
+        let config = config(&broker, &unique("rm"))
+            .port(proxy.port())
+            .proto_ver(ProtoVer::V5)
+            .session_expiry(Duration::from_secs(3600));
+        let running = spawn(
+            builder(config, &unique("t"), Q::AtLeastOnce).max_inflight(37),
+            service_fn(|_m: Message| async { Ok::<_, BoxError>(()) }),
+        );
+        running.events.wait_subscribed(1, 1).await;
+        running.stop().await.unwrap();
+        let connect = support::proxy::first_connect_v5(&proxy.recordings()[0]);
+        let props = connect.properties.expect("CONNECT properties");
+        assert_eq!(props.receive_maximum, Some(37));
+        assert_eq!(props.session_expiry_interval, Some(3600));
+        assert!(!connect.clean_start);
+    })
+    .await;
+}
+
+/// Every slot is busy for longer than the keepalive interval: reading stops, but
+/// PINGREQs keep going out, so the broker does not drop the connection.
+#[tokio::test]
+async fn keepalive_continues_while_every_slot_is_busy() {
+    with_timeout(Duration::from_secs(30), async {
+        let broker = Broker::start(BrokerOptions::default());
+        let proxy = support::proxy::Proxy::start(broker.port()).await;
+        let id = unique("ka");
+        let topic = unique("t");
+        let config = config(&broker, &id)
+            .port(proxy.port())
+            .keepalive(Duration::from_secs(1));
+        let running = spawn(
+            builder(config, &topic, Q::AtLeastOnce).max_inflight(1),
+            service_fn(|m: Message| async move {
+                if m.payload().as_ref() == b"slow" {
+                    // Three keepalive intervals: mosquitto drops a silent client after 1.5.
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                }
+                Ok::<_, BoxError>(())
+            }),
+        );
+        running.events.wait_subscribed(1, 1).await;
+        publish_many(
+            &broker,
+            &topic,
+            rqos(Q::AtLeastOnce),
+            [b"slow".to_vec(), b"next".to_vec()],
+        )
+        .await;
+        running
+            .events
+            .wait_count(2, Duration::from_secs(10), |e| {
+                matches!(
+                    e,
+                    Ev::Ack {
+                        status: Status::Success,
+                        ..
+                    }
+                )
+            })
+            .await;
+        running.stop().await.unwrap();
+        assert_eq!(
+            keepalive_timeouts_in_log(&broker, &id),
+            0,
+            "broker never dropped the client"
+        );
+        assert_eq!(proxy.recordings().len(), 1, "one connection throughout");
+        assert!(support::proxy::pingreqs_v4(&proxy.recordings()[0]) >= 2);
+    })
+    .await;
+}
+
+fn keepalive_timeouts_in_log(broker: &Broker, id: &str) -> usize {
+    broker.count_in_log(&format!("Client {id}_0 has exceeded timeout"))
+}

@@ -196,3 +196,26 @@ fn decode(bytes: &[u8], mqtt5: bool) -> Vec<Wire> {
     }
     out
 }
+
+/// The MQTT 5 CONNECT the client sent first on this connection.
+pub(crate) fn first_connect_v5(rec: &Recording) -> rumqttc::v5::mqttbytes::v5::Connect {
+    use rumqttc::v5::mqttbytes::v5;
+    let mut buf = bytes::BytesMut::from(&rec.upstream.lock().unwrap()[..]);
+    match v5::Packet::read(&mut buf, None) {
+        Ok(v5::Packet::Connect(connect, _, _)) => connect,
+        other => panic!("expected CONNECT first, got {other:?}"),
+    }
+}
+
+/// How many PINGREQs the client sent on this connection.
+pub(crate) fn pingreqs_v4(rec: &Recording) -> usize {
+    use rumqttc::mqttbytes::v4;
+    let mut buf = bytes::BytesMut::from(&rec.upstream.lock().unwrap()[..]);
+    let mut pings = 0;
+    while let Ok(packet) = v4::Packet::read(&mut buf, usize::MAX) {
+        if matches!(packet, v4::Packet::PingReq) {
+            pings += 1;
+        }
+    }
+    pings
+}

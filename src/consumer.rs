@@ -101,13 +101,20 @@ impl std::fmt::Debug for Settings {
 
 impl ConsumerBuilder {
     /// Call `hook` with every [`Event`] (connections, subscriptions, messages), in
-    /// addition to the `tracing` events. It runs on the connection's task, so keep it
-    /// quick: count, or send to a channel.
+    /// addition to the `tracing` events. Repeatable: every hook is called, in the order
+    /// they were added. Hooks run on the connection's task, so keep them quick: count,
+    /// or send to a channel.
     pub fn on_event<F>(mut self, hook: F) -> Self
     where
         F: Fn(&Event<'_>) + Send + Sync + 'static,
     {
-        self.hook = Some(std::sync::Arc::new(hook));
+        self.hook = Some(match self.hook.take() {
+            None => std::sync::Arc::new(hook),
+            Some(previous) => std::sync::Arc::new(move |event: &Event<'_>| {
+                previous(event);
+                hook(event);
+            }),
+        });
         self
     }
 

@@ -1,0 +1,682 @@
+//! # tower-mqtt-bench
+//!
+//! Throughput, latency, CPU and memory of tower-mqtt against a hand-written rumqttc loop,
+//! ruststream-rumqttc and `mosquitto_sub`, measured in the same run, interleaved.
+//!
+//! ```text
+//! cargo run --release -p tower-mqtt-bench -- --quick
+//! cargo run --release -p tower-mqtt-bench -- --mode drain --qos 0,1,2 --payload 100 --n 200000 --runs 3
+//! cargo run --release -p tower-mqtt-bench -- --mode live --qos 1 --rate 20000 --n 100000
+//! ```
+//!
+//! Each scenario gets a private mosquitto (`/usr/sbin/mosquitto`, free 127.0.0.1 port,
+//! generated config in a temp dir, killed on drop). Each variant × repetition runs in a
+//! child process (this binary re-executed with `--child`), so CPU time and peak RSS
+//! belong to that consumer alone. Variant order alternates per repetition (A B C D E,
+//! then E D C B A, …) so machine noise hits every variant alike.
+//!
+//! Modes:
+//! * `drain`: the consumer's persistent sessions are created (connect, subscribe,
+//!   disconnect), N messages are published into them, then the consumer is started and
+//!   timed from just before it connects until the N-th message is done (ack decided /
+//!   issued). Consumer-bound.
+//! * `live`: the sessions are created, the consumer connects, then the parent publishes
+//!   N messages at `--rate` per second (0 = flood) while it consumes. The first 8 payload
+//!   bytes carry the send time; latency is send time → ack decided (tower-mqtt: its
+//!   `Event::MessageAck`; rumqttc loop: right after `try_ack`; ruststream: after
+//!   `ack().await`).
+//!
+//! Flags (lists are comma separated; every combination is one scenario):
+//! `--mode drain,live` `--qos 0,1,2` `--payload 100,16384` `--concurrency 1,4`
+//! `--max-inflight 20,1000` `--proto 4,5` `--n N` `--runs R` `--rate R`
+//! `--variants baseline,identity,full,ruststream,mosquitto_sub` `--quick`.
+
+mod broker;
+mod measure;
+mod publisher;
+mod variants;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use measure::{children_cpu_ns, cpu_ns, peak_rss_kib, Recorder};
+use variants::{Job, Variant};
+
+/// How long one child may take before it is killed and its run reported as failed.
+const CHILD_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--child") {
+        child_main(&args[1..]);
+        return;
+    }
+    let opts = match Opts::parse(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}\n\nsee the docs at the top of bench/src/main.rs");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(opts) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+struct Opts {
+    modes: Vec<String>,
+    qos: Vec<u8>,
+    payload: Vec<usize>,
+    concurrency: Vec<usize>,
+    max_inflight: Vec<u16>,
+    proto: Vec<u8>,
+    n: u64,
+    runs: usize,
+    rate: u64,
+    variants: Vec<Variant>,
+}
+
+fn list<T: std::str::FromStr>(flag: &str, v: &str) -> Result<Vec<T>, String> {
+    v.split(',')
+        .map(|x| {
+            x.trim()
+                .replace('_', "")
+                .parse()
+                .map_err(|_| format!("{flag}: bad value {x:?}"))
+        })
+        .collect()
+}
+
+impl Opts {
+    fn parse(args: &[String]) -> Result<Opts, String> {
+        let mut o = Opts {
+            modes: vec!["drain".into()],
+            qos: vec![1],
+            payload: vec![100],
+            concurrency: vec![1],
+            max_inflight: vec![1000],
+            proto: vec![5],
+            n: 200_000,
+            runs: 3,
+            rate: 20_000,
+            variants: Variant::ALL.to_vec(),
+        };
+        let mut it = args.iter();
+        while let Some(flag) = it.next() {
+            if flag == "--quick" {
+                o.modes = vec!["drain".into()];
+                o.qos = vec![1];
+                o.payload = vec![100];
+                o.n = 50_000;
+                o.runs = 3;
+                continue;
+            }
+            let v = it
+                .next()
+                .ok_or_else(|| format!("{flag} needs a value"))?
+                .as_str();
+            match flag.as_str() {
+                "--mode" => {
+                    o.modes = v.split(',').map(str::to_owned).collect();
+                    if let Some(m) = o.modes.iter().find(|m| *m != "drain" && *m != "live") {
+                        return Err(format!("--mode: unknown {m:?} (drain, live)"));
+                    }
+                }
+                "--qos" => o.qos = list(flag, v)?,
+                "--payload" => o.payload = list(flag, v)?,
+                "--concurrency" => o.concurrency = list(flag, v)?,
+                "--max-inflight" => o.max_inflight = list(flag, v)?,
+                "--proto" => o.proto = list(flag, v)?,
+                "--n" => o.n = v.replace('_', "").parse().map_err(|_| "--n: bad value")?,
+                "--runs" => o.runs = v.parse().map_err(|_| "--runs: bad value")?,
+                "--rate" => {
+                    o.rate = v
+                        .replace('_', "")
+                        .parse()
+                        .map_err(|_| "--rate: bad value")?
+                }
+                "--variants" => {
+                    o.variants = v
+                        .split(',')
+                        .map(|x| Variant::parse(x).ok_or_else(|| format!("unknown variant {x:?}")))
+                        .collect::<Result<_, _>>()?
+                }
+                _ => return Err(format!("unknown flag {flag}")),
+            }
+        }
+        if o.qos.iter().any(|q| *q > 2) {
+            return Err("--qos: 0, 1 or 2".into());
+        }
+        if o.proto.iter().any(|p| *p != 4 && *p != 5) {
+            return Err("--proto: 4 or 5".into());
+        }
+        if o.payload.iter().any(|p| *p < 8) {
+            return Err("--payload: at least 8 bytes (the send timestamp)".into());
+        }
+        if o.n == 0 || o.runs == 0 {
+            return Err("--n and --runs must be positive".into());
+        }
+        Ok(o)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Scenario {
+    live: bool,
+    qos: u8,
+    payload: usize,
+    concurrency: usize,
+    max_inflight: u16,
+    proto: u8,
+}
+
+impl Scenario {
+    fn title(&self, n: u64, rate: u64) -> String {
+        let mode = if self.live {
+            if rate == 0 {
+                "live (flood)".to_string()
+            } else {
+                format!("live @ {rate}/s")
+            }
+        } else {
+            "drain".into()
+        };
+        format!(
+            "{mode}, QoS {}, {} B, concurrency {}, max_inflight {}, MQTT {}, n = {n}",
+            self.qos,
+            self.payload,
+            self.concurrency,
+            self.max_inflight,
+            if self.proto == 5 { "5" } else { "3.1.1" }
+        )
+    }
+
+    /// Why a variant cannot run this scenario, if it cannot.
+    fn not_applicable(&self, v: Variant) -> Option<&'static str> {
+        match v {
+            Variant::Ruststream if self.proto != 5 => Some("MQTT 5 only"),
+            Variant::MosquittoSub if self.concurrency > 1 => {
+                Some("-C N cannot count a shared group")
+            }
+            _ => None,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Parent: scenarios, repetitions, children, table
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Sample {
+    elapsed_ns: u64,
+    count: u64,
+    cpu_ns: u64,
+    rss_kib: u64,
+    p50_ns: u64,
+    p99_ns: u64,
+}
+
+impl Sample {
+    fn rate(&self) -> f64 {
+        self.count as f64 / (self.elapsed_ns.max(1) as f64 / 1e9)
+    }
+}
+
+fn run(opts: Opts) -> Result<(), String> {
+    let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    let mut scenarios = Vec::new();
+    for mode in &opts.modes {
+        for &qos in &opts.qos {
+            for &payload in &opts.payload {
+                for &concurrency in &opts.concurrency {
+                    for &max_inflight in &opts.max_inflight {
+                        for &proto in &opts.proto {
+                            scenarios.push(Scenario {
+                                live: mode == "live",
+                                qos,
+                                payload,
+                                concurrency,
+                                max_inflight,
+                                proto,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let started = Instant::now();
+    println!("{}", machine());
+    println!(
+        "command: cargo run --release -p tower-mqtt-bench -- {}\n",
+        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    );
+    for (si, sc) in scenarios.iter().enumerate() {
+        let broker = broker::Mosquitto::start()?;
+        let mut samples: BTreeMap<usize, Vec<Sample>> = BTreeMap::new();
+        let mut failures: BTreeMap<usize, String> = BTreeMap::new();
+        for rep in 0..opts.runs {
+            let mut order: Vec<usize> = (0..opts.variants.len()).collect();
+            if rep % 2 == 1 {
+                order.reverse();
+            }
+            for vi in order {
+                let v = opts.variants[vi];
+                if sc.not_applicable(v).is_some() || failures.contains_key(&vi) {
+                    continue;
+                }
+                let job = Job {
+                    variant: v,
+                    port: broker.port,
+                    topic: format!("bench/s{si}/r{rep}/{}", v.name()),
+                    id: format!("bench-s{si}-r{rep}-{}", v.name()),
+                    qos: sc.qos,
+                    n: opts.n,
+                    live: sc.live,
+                    concurrency: sc.concurrency,
+                    max_inflight: sc.max_inflight,
+                    proto: sc.proto,
+                    group: "bench".into(),
+                };
+                let t = Instant::now();
+                match rt.block_on(run_one(&job, sc, opts.rate)) {
+                    Ok(s) => {
+                        eprintln!(
+                            "[{:>5.0}s] scenario {}/{} run {}/{} {:<14} {:>9.0} msg/s  p99 {:>8.1} µs  rss {:>6.1} MiB  cpu {:>5.2} µs/msg  ({:.1}s)",
+                            started.elapsed().as_secs_f64(),
+                            si + 1,
+                            scenarios.len(),
+                            rep + 1,
+                            opts.runs,
+                            v.name(),
+                            s.rate(),
+                            s.p99_ns as f64 / 1e3,
+                            s.rss_kib as f64 / 1024.0,
+                            s.cpu_ns as f64 / 1e3 / s.count.max(1) as f64,
+                            t.elapsed().as_secs_f64()
+                        );
+                        samples.entry(vi).or_default().push(s);
+                    }
+                    Err(e) => {
+                        eprintln!(
+                            "scenario {} run {} {}: FAILED: {e}",
+                            si + 1,
+                            rep + 1,
+                            v.name()
+                        );
+                        failures.insert(vi, e);
+                    }
+                }
+            }
+        }
+        println!("{}", table(sc, &opts, &samples, &failures));
+        drop(broker);
+    }
+    Ok(())
+}
+
+/// One variant, one repetition: sessions, (drain) backlog, child, (live) publisher.
+async fn run_one(job: &Job, sc: &Scenario, rate: u64) -> Result<Sample, String> {
+    let ids: Vec<String> = (0..job.concurrency).map(|i| job.client_id(i)).collect();
+    publisher::create_sessions(job.port, &ids, &job.filter(), job.qos, job.proto).await?;
+    let pub_id = format!("{}-pub", job.id);
+    if !job.live {
+        // Publish at QoS ≥ 1 so every message is in the broker's queues before the
+        // consumer starts; delivery QoS is the subscription's.
+        publisher::publish(
+            job.port,
+            &pub_id,
+            &job.topic,
+            job.n,
+            sc.payload,
+            job.qos.max(1),
+            0,
+        )
+        .await?;
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut child = tokio::process::Command::new(exe)
+        .args(child_args(job))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("spawn child: {e}"))?;
+    let stdout = child.stdout.take().expect("piped");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let work = async {
+        let mut publishing = None;
+        let mut result = None;
+        while let Some(line) = lines.next_line().await.map_err(|e| e.to_string())? {
+            if line == "READY" && job.live && publishing.is_none() {
+                let (port, topic, n, size, q) =
+                    (job.port, job.topic.clone(), job.n, sc.payload, job.qos);
+                let pub_id = pub_id.clone();
+                publishing = Some(tokio::spawn(async move {
+                    publisher::publish(port, &pub_id, &topic, n, size, q, rate).await
+                }));
+            } else if let Some(rest) = line.strip_prefix("RESULT ") {
+                result = Some(parse_result(rest)?);
+            } else if let Some(rest) = line.strip_prefix("FAILED ") {
+                return Err(rest.to_owned());
+            }
+        }
+        if let Some(p) = publishing {
+            p.await.map_err(|e| e.to_string())??;
+        }
+        result.ok_or_else(|| "child exited without a result".to_string())
+    };
+    let out = tokio::time::timeout(CHILD_TIMEOUT + Duration::from_secs(30), work)
+        .await
+        .map_err(|_| "child timed out".to_string())?;
+    let _ = child.kill().await;
+    let sample = out?;
+    if sample.count < job.n {
+        return Err(format!(
+            "only {} of {} messages arrived",
+            sample.count, job.n
+        ));
+    }
+    Ok(sample)
+}
+
+fn child_args(job: &Job) -> Vec<String> {
+    vec![
+        "--child".into(),
+        job.variant.name().into(),
+        job.port.to_string(),
+        job.topic.clone(),
+        job.id.clone(),
+        job.qos.to_string(),
+        job.n.to_string(),
+        u8::from(job.live).to_string(),
+        job.concurrency.to_string(),
+        job.max_inflight.to_string(),
+        job.proto.to_string(),
+        job.group.clone(),
+    ]
+}
+
+fn parse_result(s: &str) -> Result<Sample, String> {
+    let f: Vec<u64> = s
+        .split_whitespace()
+        .map(|x| x.parse().map_err(|_| format!("bad RESULT {s:?}")))
+        .collect::<Result<_, _>>()?;
+    if f.len() != 6 {
+        return Err(format!("bad RESULT {s:?}"));
+    }
+    Ok(Sample {
+        elapsed_ns: f[0],
+        count: f[1],
+        cpu_ns: f[2],
+        rss_kib: f[3],
+        p50_ns: f[4],
+        p99_ns: f[5],
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
+}
+
+fn table(
+    sc: &Scenario,
+    opts: &Opts,
+    samples: &BTreeMap<usize, Vec<Sample>>,
+    failures: &BTreeMap<usize, String>,
+) -> String {
+    let med = |vi: usize, f: &dyn Fn(&Sample) -> f64| {
+        median(
+            samples
+                .get(&vi)
+                .map_or(vec![], |s| s.iter().map(f).collect()),
+        )
+    };
+    let base = opts.variants.iter().position(|v| *v == Variant::Baseline);
+    let base_rate = base.map_or(f64::NAN, |b| med(b, &|s| s.rate()));
+    let base_p99 = base.map_or(f64::NAN, |b| med(b, &|s| s.p99_ns as f64));
+    let mut out = format!("### {}\n\n", sc.title(opts.n, opts.rate));
+    out.push_str("| variant | msg/s (median) | runs min–max | × baseline | p50 µs | p99 µs | p99 − baseline µs | peak RSS MiB | CPU µs/msg |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (vi, v) in opts.variants.iter().enumerate() {
+        if let Some(why) = sc.not_applicable(*v) {
+            out.push_str(&format!("| {} | n/a ({why}) | | | | | | | |\n", v.label()));
+            continue;
+        }
+        if let Some(e) = failures.get(&vi) {
+            out.push_str(&format!("| {} | failed: {e} | | | | | | | |\n", v.label()));
+            continue;
+        }
+        let Some(s) = samples.get(&vi) else { continue };
+        let rates: Vec<f64> = s.iter().map(Sample::rate).collect();
+        let (lo, hi) = rates
+            .iter()
+            .fold((f64::MAX, 0f64), |(l, h), r| (l.min(*r), h.max(*r)));
+        let rate = median(rates);
+        let lat = sc.live && *v != Variant::MosquittoSub;
+        let p50 = med(vi, &|s| s.p50_ns as f64) / 1e3;
+        let p99 = med(vi, &|s| s.p99_ns as f64) / 1e3;
+        let fmt_lat = |x: f64| if lat { format!("{x:.0}") } else { "–".into() };
+        let added = if lat && sc.live {
+            format!("{:+.0}", p99 - base_p99 / 1e3)
+        } else {
+            "–".into()
+        };
+        out.push_str(&format!(
+            "| {} | {:.0} | {:.0}–{:.0} | {:.2} | {} | {} | {} | {:.1} | {:.2} |\n",
+            v.label(),
+            rate,
+            lo,
+            hi,
+            rate / base_rate,
+            fmt_lat(p50),
+            fmt_lat(p99),
+            added,
+            med(vi, &|s| s.rss_kib as f64) / 1024.0,
+            med(vi, &|s| s.cpu_ns as f64 / s.count.max(1) as f64) / 1e3,
+        ));
+    }
+    out
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    format!(
+        "machine: {cores} cores ({cpu}), {}, rustc release build",
+        broker::version()
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Child: run one consumer, report one RESULT line
+// ---------------------------------------------------------------------------------------
+
+fn child_main(args: &[String]) {
+    let job = match parse_job(args) {
+        Some(j) => j,
+        None => {
+            println!("FAILED bad child arguments {args:?}");
+            std::process::exit(2);
+        }
+    };
+    if job.variant == Variant::MosquittoSub {
+        mosquitto_sub(&job);
+        std::process::exit(0);
+    }
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    let rec = Arc::new(Recorder::new(job.n, job.live));
+    let outcome = rt.block_on(async {
+        let cpu0 = cpu_ns();
+        let t0 = Instant::now();
+        let task = {
+            let (job, rec) = (job.clone(), rec.clone());
+            tokio::spawn(async move {
+                match job.variant {
+                    Variant::Baseline => variants::baseline(job, rec).await,
+                    Variant::Identity => variants::tower_identity(job, rec).await,
+                    Variant::Full => variants::tower_full(job, rec).await,
+                    Variant::Ruststream => variants::ruststream(job, rec).await,
+                    Variant::MosquittoSub => unreachable!(),
+                }
+            })
+        };
+        tokio::select! {
+            () = rec.wait() => {}
+            r = task => return Err(match r {
+                Ok(Ok(())) => "consumer stopped early".to_string(),
+                Ok(Err(e)) => e,
+                Err(e) => e.to_string(),
+            }),
+            () = tokio::time::sleep(CHILD_TIMEOUT) => {}
+        }
+        let cpu = cpu_ns().saturating_sub(cpu0);
+        let end = rec.last().unwrap_or_else(Instant::now);
+        let start = if job.live {
+            rec.first().unwrap_or(t0)
+        } else {
+            t0
+        };
+        Ok((end.duration_since(start), cpu))
+    });
+    match outcome {
+        Ok((elapsed, cpu)) => {
+            let (p50, p99) = rec.percentiles();
+            println!(
+                "RESULT {} {} {} {} {} {}",
+                elapsed.as_nanos(),
+                rec.count(),
+                cpu,
+                peak_rss_kib("self"),
+                p50,
+                p99
+            );
+        }
+        Err(e) => println!("FAILED {e}"),
+    }
+    // No graceful shutdown: the measurement is over and the session is thrown away.
+    std::process::exit(0);
+}
+
+fn parse_job(a: &[String]) -> Option<Job> {
+    if a.len() != 11 {
+        return None;
+    }
+    Some(Job {
+        variant: Variant::parse(&a[0])?,
+        port: a[1].parse().ok()?,
+        topic: a[2].clone(),
+        id: a[3].clone(),
+        qos: a[4].parse().ok()?,
+        n: a[5].parse().ok()?,
+        live: a[6] == "1",
+        concurrency: a[7].parse().ok()?,
+        max_inflight: a[8].parse().ok()?,
+        proto: a[9].parse().ok()?,
+        group: a[10].clone(),
+    })
+}
+
+/// (5) The C reference: `mosquitto_sub -C n` resuming the prepared session, output to
+/// /dev/null. Timed from spawn to exit; CPU from this wrapper's `cutime + cstime`; peak
+/// RSS by polling its `VmHWM`.
+fn mosquitto_sub(job: &Job) {
+    let mut cmd = Command::new("/usr/bin/mosquitto_sub");
+    cmd.args(["-h", "127.0.0.1", "-p", &job.port.to_string()])
+        .args(["-i", &job.client_id(0), "-c", "-q", &job.qos.to_string()])
+        .args(["-t", &job.topic, "-C", &job.n.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if job.proto == 5 {
+        cmd.args(["-V", "mqttv5", "-x", "3600"]).args([
+            "-D",
+            "connect",
+            "receive-maximum",
+            &job.max_inflight.to_string(),
+        ]);
+    } else {
+        cmd.args(["-V", "mqttv311"]);
+    }
+    let t0 = Instant::now();
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            println!("FAILED spawn mosquitto_sub: {e}");
+            return;
+        }
+    };
+    let pid = child.id().to_string();
+    let mut hwm = 0;
+    let mut said_ready = false;
+    let status = loop {
+        hwm = hwm.max(peak_rss_kib(&pid));
+        if !said_ready && t0.elapsed() > Duration::from_millis(200) {
+            println!("READY");
+            said_ready = true;
+        }
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            Err(e) => {
+                println!("FAILED {e}");
+                return;
+            }
+        }
+        if t0.elapsed() > CHILD_TIMEOUT {
+            let _ = child.kill();
+            println!("FAILED mosquitto_sub timed out");
+            return;
+        }
+    };
+    let elapsed = t0.elapsed();
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(e) = child.stderr.take() {
+            for l in BufReader::new(e).lines().map_while(Result::ok) {
+                err.push_str(&l);
+                err.push(' ');
+            }
+        }
+        println!("FAILED mosquitto_sub {status}: {err}");
+        return;
+    }
+    if !said_ready {
+        println!("READY");
+    }
+    println!(
+        "RESULT {} {} {} {} 0 0",
+        elapsed.as_nanos(),
+        job.n,
+        children_cpu_ns(),
+        hwm
+    );
+}

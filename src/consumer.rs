@@ -52,6 +52,9 @@ impl Settings {
             // the client's Maximum Packet Size. Unannounced, an oversized packet reaches
             // us, fails loudly (DownReason::PacketTooLarge) and stays on the broker.
             max_packet_size: None,
+            will: c.will.as_ref(),
+            bridge_mode: c.bridge_mode,
+            properties: v5.then_some(&c.properties),
         }
     }
 }
@@ -230,6 +233,90 @@ impl ConsumerBuilder {
         if c.connect_timeout.is_zero() {
             return Err(ConfigError::ZeroDuration("connect_timeout"));
         }
+        if let Some(e) = c.migrated.errors.first() {
+            return Err(e.clone());
+        }
+        crate::transport::validate(c)?;
+        if let Some(will) = &c.will {
+            if will.topic.is_empty() {
+                return Err(ConfigError::InvalidWill(
+                    "empty topic; set the topic the broker should publish the will to",
+                ));
+            }
+            if will.topic.contains(['+', '#', '\0']) {
+                return Err(ConfigError::InvalidWill(
+                    "the topic must not contain '+', '#' or NUL (it is a topic name, not a filter)",
+                ));
+            }
+            if will.topic.len() > 65_535 || will.payload.len() > 65_535 {
+                return Err(ConfigError::InvalidWill(
+                    "topic and payload are limited to 65535 bytes each",
+                ));
+            }
+        }
+        if c.bridge_mode && c.proto_ver == ProtoVer::V5 {
+            return Err(ConfigError::Unsupported {
+                option: "bridge_mode".into(),
+                why: "MQTT 5 has no bridge flag in CONNECT (it is an MQTT 3.1.1 extension, protocol level 0x84)",
+                instead: "ProtoVer::V4 with bridge_mode(true), or drop bridge_mode with MQTT 5",
+            });
+        }
+        let p = &c.properties;
+        if c.proto_ver != ProtoVer::V5 {
+            for (set, name) in [
+                (!p.user_properties.is_empty(), "user_property"),
+                (p.request_problem_info.is_some(), "request_problem_info"),
+                (p.request_response_info.is_some(), "request_response_info"),
+                (p.topic_alias_max.is_some(), "topic_alias_max"),
+                (p.receive_maximum.is_some(), "properties.Receive-Maximum"),
+                (
+                    p.session_expiry.is_some(),
+                    "properties.Session-Expiry-Interval",
+                ),
+            ] {
+                if set {
+                    return Err(ConfigError::RequiresMqtt5(name));
+                }
+            }
+        }
+        if p.topic_alias_max.is_some_and(|m| m > 0) {
+            return Err(ConfigError::Unsupported {
+                option: "topic_alias_max".into(),
+                why: "a Topic Alias Maximum above 0 lets the broker replace topics with aliases, which the consumer does not resolve",
+                instead: "topic_alias_max(0) or leave it unset",
+            });
+        }
+        if let Some(rm) = p.receive_maximum {
+            if usize::from(rm) != self.max_inflight {
+                return Err(ConfigError::ConflictingOption {
+                    option: "properties.Receive-Maximum".into(),
+                    other: "max_inflight",
+                    resolution: "Receive Maximum is always sent as max_inflight (the messages each connection holds); set ConsumerBuilder::max_inflight instead",
+                });
+            }
+        }
+        if let Some(se) = p.session_expiry {
+            let sent = if c.clean_start {
+                0
+            } else {
+                c.session_expiry.as_secs()
+            };
+            if u64::from(se) != sent {
+                return Err(ConfigError::ConflictingOption {
+                    option: "properties.Session-Expiry-Interval".into(),
+                    other: "session_expiry",
+                    resolution: "Session Expiry Interval is always sent from Config::session_expiry (none with clean_start(true)); set that instead",
+                });
+            }
+        }
+        for (key, value) in &p.user_properties {
+            if key.len() > 65_535 || value.len() > 65_535 {
+                return Err(ConfigError::InvalidOptionValue {
+                    option: "user_property".into(),
+                    expected: "key and value of at most 65535 bytes each",
+                });
+            }
+        }
         let client_id = match (&c.client_id, c.clean_start) {
             (Some(id), _) => {
                 if id.is_empty() {
@@ -293,7 +380,23 @@ impl ConsumerBuilder {
         if self.redeliver_after.is_zero() {
             return Err(ConfigError::ZeroDuration("redeliver_after"));
         }
-        let (min, max) = self.backoff;
+        let mut backoff = self.backoff;
+        let mut max_reconnect_attempts = self.max_reconnect_attempts;
+        // off_broadway_emqtt names recorded by Config::emqtt_option.
+        if let Some(reconnect) = c.migrated.reconnect {
+            if max_reconnect_attempts.is_some() && max_reconnect_attempts != reconnect {
+                return Err(ConfigError::ConflictingOption {
+                    option: "reconnect".into(),
+                    other: "max_reconnect_attempts",
+                    resolution: "set the limit once: either emqtt_option(\"reconnect\", ...) or ConsumerBuilder::max_reconnect_attempts",
+                });
+            }
+            max_reconnect_attempts = reconnect;
+        }
+        if let Some(every) = c.migrated.reconnect_timeout {
+            backoff = (every, every);
+        }
+        let (min, max) = backoff;
         if min.is_zero() {
             return Err(ConfigError::ZeroDuration("reconnect_backoff"));
         }
@@ -324,7 +427,7 @@ impl ConsumerBuilder {
                 drain_timeout: self.drain_timeout,
                 redeliver_after: self.redeliver_after,
                 backoff: Backoff { min, max },
-                max_reconnect_attempts: self.max_reconnect_attempts,
+                max_reconnect_attempts,
                 codec,
                 hook: self.hook,
                 config: self.config,

@@ -91,6 +91,67 @@ pub enum ConfigError {
         /// Maximum delay as given.
         max: std::time::Duration,
     },
+    /// [`Config::from_url`](crate::Config::from_url) could not parse the URL.
+    #[error("url: cannot use {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL, with any password replaced by `***`.
+        url: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An option of off_broadway_emqtt (or a CONNECT property) whose behaviour this
+    /// crate does not have. Nothing is accepted and silently ignored.
+    #[error("{option}: not supported: {why}; instead use {instead}")]
+    Unsupported {
+        /// The option's name, as given.
+        option: String,
+        /// Why it is not supported.
+        why: &'static str,
+        /// What to use instead.
+        instead: &'static str,
+    },
+    /// [`Config::emqtt_option`](crate::Config::emqtt_option) or
+    /// [`Config::connect_property`](crate::Config::connect_property) got a name it does
+    /// not know.
+    #[error("{0}: unknown option name; see the option table in the tower_mqtt::config docs")]
+    UnknownOption(String),
+    /// An option got a value of the wrong type or out of range (the value is not shown:
+    /// it may be a secret).
+    #[error("{option}: invalid value; expected {expected}")]
+    InvalidOptionValue {
+        /// The option's name.
+        option: String,
+        /// What it accepts.
+        expected: &'static str,
+    },
+    /// Two options set the same thing to different values.
+    #[error("{option}: conflicts with {other}; {resolution}")]
+    ConflictingOption {
+        /// The option given explicitly.
+        option: String,
+        /// The option it conflicts with.
+        other: &'static str,
+        /// How to resolve it.
+        resolution: &'static str,
+    },
+    /// A TLS setting cannot be used (unreadable file, no certificate in the CA file, a
+    /// key that does not parse, a bad server name).
+    #[error("tls: {option}: {reason}")]
+    InvalidTls {
+        /// Which TLS setting.
+        option: &'static str,
+        /// What is wrong (never contains key material).
+        reason: String,
+    },
+    /// The last will is unusable.
+    #[error("will: {0}")]
+    InvalidWill(&'static str),
+    /// The websocket path is unusable.
+    #[error("websocket: invalid path {0:?}; it must start with '/' and contain no spaces")]
+    InvalidWebsocketPath(String),
+    /// An MQTT 5 option was set while using MQTT 3.1.1.
+    #[error("{0}: an MQTT 5 CONNECT property; MQTT 3.1.1 has none. Use ProtoVer::V5 or remove it")]
+    RequiresMqtt5(&'static str),
 }
 
 /// Why [`Consumer::run`](crate::Consumer::run) returned an error.

@@ -78,6 +78,25 @@ pub enum DownReason {
         /// Failures waiting for redelivery.
         failures: usize,
     },
+    /// TLS: the broker's certificate is not signed by a trusted CA (check
+    /// [`TlsOptions::ca_file`](crate::config::TlsOptions::ca_file)).
+    TlsUnknownCa,
+    /// TLS: the broker's certificate has expired or is not valid yet.
+    TlsCertificateExpired,
+    /// TLS: the broker's certificate was rejected for another reason, e.g. it is not
+    /// issued for the host name (see
+    /// [`TlsOptions::server_name`](crate::config::TlsOptions::server_name)).
+    TlsBadCertificate(String),
+    /// TLS: the broker requires a client certificate and none was sent (see
+    /// [`TlsOptions::client_cert_files`](crate::config::TlsOptions::client_cert_files)).
+    TlsClientCertRequired,
+    /// TLS: the broker rejected the client certificate (the alert it sent).
+    TlsClientCertRejected(String),
+    /// TLS: the handshake failed for another reason.
+    TlsHandshake(String),
+    /// The websocket upgrade failed (wrong path, no `mqtt` subprotocol, not a
+    /// websocket listener), or the websocket broke.
+    WebSocket(String),
     /// Any other I/O error.
     Io {
         /// The error kind.
@@ -114,6 +133,23 @@ impl fmt::Display for DownReason {
             DownReason::Redelivery { failures } => {
                 write!(f, "reconnecting to have {failures} failed message(s) redelivered")
             }
+            DownReason::TlsUnknownCa => f.write_str(
+                "TLS: the broker's certificate is not signed by a trusted CA (set TlsOptions::ca_file)",
+            ),
+            DownReason::TlsCertificateExpired => {
+                f.write_str("TLS: the broker's certificate has expired or is not valid yet")
+            }
+            DownReason::TlsBadCertificate(e) => {
+                write!(f, "TLS: the broker's certificate was rejected: {e}")
+            }
+            DownReason::TlsClientCertRequired => f.write_str(
+                "TLS: the broker requires a client certificate (set TlsOptions::client_cert_files)",
+            ),
+            DownReason::TlsClientCertRejected(alert) => {
+                write!(f, "TLS: the broker rejected the client certificate ({alert})")
+            }
+            DownReason::TlsHandshake(e) => write!(f, "TLS handshake failed: {e}"),
+            DownReason::WebSocket(e) => write!(f, "websocket: {e}"),
             DownReason::Io { kind, message } => write!(f, "I/O error ({kind:?}): {message}"),
         }
     }
@@ -124,6 +160,9 @@ impl std::error::Error for DownReason {}
 impl DownReason {
     pub(crate) fn from_io(err: std::io::Error) -> Self {
         use std::io::ErrorKind;
+        if let Some(reason) = crate::transport::classify_io(&err) {
+            return reason;
+        }
         match err.kind() {
             ErrorKind::ConnectionRefused => DownReason::ConnectionRefused,
             ErrorKind::TimedOut => DownReason::Timeout,

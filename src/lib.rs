@@ -61,6 +61,7 @@ pub mod event;
 mod message;
 pub mod testing;
 mod topic;
+mod transport;
 
 pub use config::{Config, ProtoVer, QoS};
 pub use consumer::{Consumer, ConsumerBuilder};

@@ -82,6 +82,11 @@ pub(crate) struct ConnectParams<'a> {
     pub(crate) receive_maximum: Option<u16>,
     /// MQTT 5 only.
     pub(crate) max_packet_size: Option<u32>,
+    pub(crate) will: Option<&'a crate::config::Will>,
+    /// MQTT 3.1.1 only: protocol level 0x84 instead of 4.
+    pub(crate) bridge_mode: bool,
+    /// MQTT 5 only: the other CONNECT properties.
+    pub(crate) properties: Option<&'a crate::config::ConnectProperties>,
 }
 
 /// The result of trying to decode one packet from the read buffer.
@@ -122,25 +127,48 @@ impl Codec {
                 if let Some(user) = p.username {
                     connect.login = Some(v4::Login::new(user, p.password.unwrap_or("")));
                 }
+                connect.last_will = p.will.map(|w| v4::LastWill {
+                    topic: w.topic.clone(),
+                    message: w.payload.clone(),
+                    qos: w.qos.to_rumqttc(),
+                    retain: w.retain,
+                });
+                let start = buf.len();
                 write_v4(v4::Packet::Connect(connect), buf);
+                if p.bridge_mode {
+                    set_bridge_bit(&mut buf[start..]);
+                }
             }
             Codec::V5 => {
-                let properties = v5::ConnectProperties {
+                let mut properties = v5::ConnectProperties {
                     session_expiry_interval: p.session_expiry,
                     receive_maximum: p.receive_maximum,
                     max_packet_size: p.max_packet_size,
                     ..v5::ConnectProperties::new()
                 };
+                if let Some(extra) = p.properties {
+                    properties.user_properties = extra.user_properties.clone();
+                    properties.request_problem_info = extra.request_problem_info.map(u8::from);
+                    properties.request_response_info = extra.request_response_info.map(u8::from);
+                    properties.topic_alias_max = extra.topic_alias_max;
+                }
                 let connect = v5::Connect {
                     keep_alive: p.keepalive_secs,
                     client_id: p.client_id.to_owned(),
                     clean_start: p.clean_start,
                     properties: Some(properties),
                 };
+                let will = p.will.map(|w| v5::LastWill {
+                    topic: Bytes::from(w.topic.clone()),
+                    message: w.payload.clone(),
+                    qos: w.qos.to_v5(),
+                    retain: w.retain,
+                    properties: None,
+                });
                 let login = p
                     .username
                     .map(|u| v5::Login::new(u, p.password.unwrap_or("")));
-                write_v5(v5::Packet::Connect(connect, None, login), buf);
+                write_v5(v5::Packet::Connect(connect, will, login), buf);
             }
         }
     }
@@ -221,6 +249,19 @@ impl Codec {
                 buf,
             ),
         }
+    }
+}
+
+/// Turn an encoded MQTT 3.1.1 CONNECT into a bridge CONNECT: protocol level 0x84
+/// (bit 7 set), which rumqttc's encoder cannot produce. The level byte follows the fixed
+/// header (type byte + 1..4 length bytes) and the protocol name (`00 04 M Q T T`).
+fn set_bridge_bit(packet: &mut [u8]) {
+    let Some(len_bytes) = packet[1..].iter().position(|b| b & 0x80 == 0) else {
+        return;
+    };
+    let level = 1 + len_bytes + 1 + 6;
+    if packet.get(level - 6..level) == Some(&b"\x00\x04MQTT"[..]) && packet[level] == 4 {
+        packet[level] = 0x84;
     }
 }
 

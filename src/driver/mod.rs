@@ -32,7 +32,6 @@ use bytes::{Buf, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::{sleep, Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower_service::Service;
@@ -831,31 +830,14 @@ fn closing_done(mode: &Mode) -> bool {
     )
 }
 
-/// Open a TCP connection, send CONNECT, wait for a successful CONNACK.
+/// Open the transport (TCP, TLS, websocket), send CONNECT, wait for a successful CONNACK.
 async fn open(
     settings: Arc<Settings>,
     origin: Arc<Origin>,
 ) -> Result<(Box<dyn Io>, BytesMut, codec::ConnAckInfo), DownReason> {
     let config = &settings.config;
     let attempt = async {
-        let addrs: Vec<_> = tokio::net::lookup_host((config.host.as_str(), config.port))
-            .await
-            .map_err(|e| DownReason::Dns(format!("{}: {e}", config.host)))?
-            .collect();
-        let mut last = DownReason::Dns(format!("{}: no addresses", config.host));
-        let mut tcp = None;
-        for addr in addrs {
-            match TcpStream::connect(addr).await {
-                Ok(s) => {
-                    tcp = Some(s);
-                    break;
-                }
-                Err(e) => last = DownReason::from_io(e),
-            }
-        }
-        let tcp = tcp.ok_or(last)?;
-        tcp.set_nodelay(true).map_err(DownReason::from_io)?;
-        let mut io: Box<dyn Io> = Box::new(tcp);
+        let mut io = crate::transport::connect(config).await?;
 
         let mut wbuf = BytesMut::with_capacity(256);
         settings

@@ -42,6 +42,28 @@ pub(crate) struct BrokerOptions {
     /// Appended verbatim to the generated config. `log_type` lines add up, so
     /// `"log_type debug\n"` adds the per-packet lines (`Received PUBLISH from …`).
     pub(crate) extra_config: String,
+    /// Users for a password file (made with `mosquitto_passwd`). Anonymous clients
+    /// (the harness helpers) stay allowed; a client that sends a user name must match.
+    pub(crate) users: Vec<(String, String)>,
+    /// Contents of an ACL file (`acl_file`). Rules before the first `user` line apply to
+    /// anonymous clients, so start with `topic readwrite #` to keep the helpers working.
+    pub(crate) acl: Option<String>,
+    /// Add a TLS listener ([`Broker::tls_port`]) with a certificate from [`Broker::pki`].
+    pub(crate) tls: bool,
+    /// Add a TLS listener that requires a client certificate signed by the test CA
+    /// ([`Broker::mtls_port`]).
+    pub(crate) mtls: bool,
+    /// Add a websockets listener ([`Broker::ws_port`]).
+    pub(crate) websockets: bool,
+    /// Add a websockets-over-TLS listener ([`Broker::wss_port`]).
+    pub(crate) wss: bool,
+    /// Make the server certificate of the TLS listeners expired (valid 2000–2001).
+    pub(crate) expired_server_cert: bool,
+    /// Load mosquitto's dynamic-security plugin with a role, given to anonymous
+    /// clients, that refuses SUBSCRIBE for this filter pattern (SUBACK 0x87 / 0x80).
+    /// mosquitto's `acl_file` cannot do that: it grants every subscription and only
+    /// filters delivery. Everything else stays allowed.
+    pub(crate) dynsec_deny_subscribe: Option<String>,
 }
 
 impl Default for BrokerOptions {
@@ -51,6 +73,14 @@ impl Default for BrokerOptions {
             max_inflight_messages: None,
             max_queued_messages: Some(0),
             extra_config: String::new(),
+            users: Vec::new(),
+            acl: None,
+            tls: false,
+            mtls: false,
+            websockets: false,
+            wss: false,
+            expired_server_cert: false,
+            dynsec_deny_subscribe: None,
         }
     }
 }
@@ -84,6 +114,11 @@ impl Default for BrokerOptions {
 pub(crate) struct Broker {
     options: BrokerOptions,
     port: u16,
+    tls_port: u16,
+    mtls_port: u16,
+    ws_port: u16,
+    wss_port: u16,
+    pki: Option<Pki>,
     dir: TempDir,
     conf_path: PathBuf,
     log: BrokerLog,
@@ -108,9 +143,26 @@ impl Broker {
             stderr_path: dir.path().join("mosquitto.stderr"),
         };
         let conf_path = dir.path().join("mosquitto.conf");
+        let pki = (options.tls || options.mtls || options.wss)
+            .then(|| Pki::generate(&dir.path().join("pki"), options.expired_server_cert));
+        if !options.users.is_empty() {
+            write_password_file(&dir.path().join("passwords"), &options.users);
+        }
+        if let Some(pattern) = &options.dynsec_deny_subscribe {
+            fs::write(dir.path().join("dynsec.json"), dynsec_config(pattern))
+                .expect("write dynsec.json");
+        }
+        if let Some(acl) = &options.acl {
+            fs::write(dir.path().join("acl"), acl).expect("write acl file");
+        }
         let mut broker = Broker {
             options,
             port: 0,
+            tls_port: 0,
+            mtls_port: 0,
+            ws_port: 0,
+            wss_port: 0,
+            pki,
             dir,
             conf_path,
             log,
@@ -121,6 +173,18 @@ impl Broker {
         const ATTEMPTS: usize = 5;
         for attempt in 1..=ATTEMPTS {
             broker.port = free_port();
+            let o = &broker.options;
+            let extra = |on: bool| if on { free_port() } else { 0 };
+            let (tls, mtls, ws, wss) = (
+                extra(o.tls),
+                extra(o.mtls),
+                extra(o.websockets),
+                extra(o.wss),
+            );
+            broker.tls_port = tls;
+            broker.mtls_port = mtls;
+            broker.ws_port = ws;
+            broker.wss_port = wss;
             fs::write(&broker.conf_path, broker.config()).expect("write mosquitto.conf");
             match broker.spawn_and_wait() {
                 Ok(()) => return broker,
@@ -134,6 +198,49 @@ impl Broker {
     /// The listener's port on 127.0.0.1 (the same across restarts).
     pub(crate) fn port(&self) -> u16 {
         self.port
+    }
+
+    /// Port of the TLS listener (`BrokerOptions::tls`).
+    pub(crate) fn tls_port(&self) -> u16 {
+        assert!(
+            self.options.tls,
+            "broker started without BrokerOptions::tls"
+        );
+        self.tls_port
+    }
+
+    /// Port of the TLS listener requiring a client certificate (`BrokerOptions::mtls`).
+    pub(crate) fn mtls_port(&self) -> u16 {
+        assert!(
+            self.options.mtls,
+            "broker started without BrokerOptions::mtls"
+        );
+        self.mtls_port
+    }
+
+    /// Port of the websockets listener (`BrokerOptions::websockets`).
+    pub(crate) fn ws_port(&self) -> u16 {
+        assert!(
+            self.options.websockets,
+            "broker started without BrokerOptions::websockets"
+        );
+        self.ws_port
+    }
+
+    /// Port of the websockets-over-TLS listener (`BrokerOptions::wss`).
+    pub(crate) fn wss_port(&self) -> u16 {
+        assert!(
+            self.options.wss,
+            "broker started without BrokerOptions::wss"
+        );
+        self.wss_port
+    }
+
+    /// The certificates of the TLS listeners (generated at start).
+    pub(crate) fn pki(&self) -> &Pki {
+        self.pki
+            .as_ref()
+            .expect("broker started without a TLS listener")
     }
 
     /// Always `"127.0.0.1"`.
@@ -302,8 +409,44 @@ impl Broker {
         if let Some(n) = o.max_inflight_messages {
             let _ = writeln!(conf, "max_inflight_messages {n}");
         }
+        if !o.users.is_empty() {
+            let _ = writeln!(conf, "password_file {dir}/passwords");
+        }
+        if o.acl.is_some() {
+            let _ = writeln!(conf, "acl_file {dir}/acl");
+        }
+        if o.dynsec_deny_subscribe.is_some() {
+            let _ = writeln!(conf, "plugin {}", dynsec_plugin().display());
+            let _ = writeln!(conf, "plugin_opt_config_file {dir}/dynsec.json");
+        }
         conf.push_str(&o.extra_config);
         conf.push('\n');
+        // Further listeners last, so that extra_config still applies to the first one.
+        let tls_files = |conf: &mut String| {
+            let pki = self.pki();
+            let _ = writeln!(conf, "cafile {}", pki.ca.display());
+            let _ = writeln!(conf, "certfile {}", pki.server_cert.display());
+            let _ = writeln!(conf, "keyfile {}", pki.server_key.display());
+        };
+        if o.tls {
+            let _ = writeln!(conf, "listener {} 127.0.0.1", self.tls_port);
+            tls_files(&mut conf);
+        }
+        if o.mtls {
+            let _ = writeln!(conf, "listener {} 127.0.0.1", self.mtls_port);
+            tls_files(&mut conf);
+            conf.push_str("require_certificate true\n");
+        }
+        if o.websockets {
+            // mosquitto binds a websockets listener on every interface whatever the address.
+            let _ = writeln!(conf, "listener {} 127.0.0.1", self.ws_port);
+            conf.push_str("protocol websockets\n");
+        }
+        if o.wss {
+            let _ = writeln!(conf, "listener {} 127.0.0.1", self.wss_port);
+            conf.push_str("protocol websockets\n");
+            tls_files(&mut conf);
+        }
         conf
     }
 
@@ -464,6 +607,140 @@ fn free_port() -> u16 {
         if handed_out.insert(port) {
             return port;
         }
+    }
+}
+
+/// Test certificates, generated with rcgen when the broker starts (no key is committed):
+/// a CA, a server certificate for `broker.test` and `localhost` (deliberately not for
+/// 127.0.0.1, so connecting by IP needs a server-name override), and a client
+/// certificate signed by the same CA.
+#[derive(Debug, Clone)]
+pub(crate) struct Pki {
+    /// CA certificate (PEM file).
+    pub(crate) ca: PathBuf,
+    pub(crate) server_cert: PathBuf,
+    pub(crate) server_key: PathBuf,
+    /// Client certificate signed by the CA (PEM file).
+    pub(crate) client_cert: PathBuf,
+    /// Its private key (PEM file).
+    pub(crate) client_key: PathBuf,
+}
+
+impl Pki {
+    /// The name in the server certificate.
+    pub(crate) const SERVER_NAME: &'static str = "broker.test";
+
+    /// Generate a fresh CA and certificates into `dir`.
+    pub(crate) fn generate(dir: &Path, expired_server_cert: bool) -> Pki {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
+            KeyUsagePurpose,
+        };
+        fs::create_dir_all(dir).expect("create pki dir");
+        let ca_key = KeyPair::generate().expect("CA key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(
+            DnType::CommonName,
+            format!("tower-mqtt test CA {}", unique("ca")),
+        );
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca_params.self_signed(&ca_key).expect("self-sign CA");
+
+        let server_key = KeyPair::generate().expect("server key");
+        let mut params =
+            CertificateParams::new(vec![Self::SERVER_NAME.to_owned(), "localhost".to_owned()])
+                .expect("server params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, Self::SERVER_NAME);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        if expired_server_cert {
+            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2001, 1, 1);
+        }
+        let server_cert = params
+            .signed_by(&server_key, &ca_cert, &ca_key)
+            .expect("sign server cert");
+
+        let client_key = KeyPair::generate().expect("client key");
+        let mut params =
+            CertificateParams::new(vec!["tower-mqtt-client".to_owned()]).expect("client params");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "tower-mqtt-client");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let client_cert = params
+            .signed_by(&client_key, &ca_cert, &ca_key)
+            .expect("sign client cert");
+
+        let write = |name: &str, pem: String| {
+            let path = dir.join(name);
+            fs::write(&path, pem).expect("write pem");
+            path
+        };
+        Pki {
+            ca: write("ca.pem", ca_cert.pem()),
+            server_cert: write("server.pem", server_cert.pem()),
+            server_key: write("server.key", server_key.serialize_pem()),
+            client_cert: write("client.pem", client_cert.pem()),
+            client_key: write("client.key", client_key.serialize_pem()),
+        }
+    }
+}
+
+/// A dynamic-security configuration: anonymous clients may do everything except
+/// subscribe to (or receive from) `pattern`.
+fn dynsec_config(pattern: &str) -> String {
+    format!(
+        r#"{{
+  "defaultACLAccess": {{"publishClientSend": true, "publishClientReceive": true, "subscribe": true, "unsubscribe": true}},
+  "clients": [],
+  "groups": [{{"groupname": "anonymous", "roles": [{{"rolename": "restricted"}}]}}],
+  "roles": [{{"rolename": "restricted", "acls": [
+    {{"acltype": "subscribePattern", "topic": "{pattern}", "priority": 0, "allow": false}},
+    {{"acltype": "publishClientReceive", "topic": "{pattern}", "priority": 0, "allow": false}}
+  ]}}],
+  "anonymousGroup": "anonymous"
+}}"#
+    )
+}
+
+/// `$MOSQUITTO_DYNSEC` if set, else the Debian location of the plugin.
+fn dynsec_plugin() -> PathBuf {
+    if let Some(path) = std::env::var_os("MOSQUITTO_DYNSEC") {
+        return path.into();
+    }
+    let multiarch = format!(
+        "/usr/lib/{}-linux-gnu/mosquitto_dynamic_security.so",
+        std::env::consts::ARCH
+    );
+    PathBuf::from(multiarch)
+}
+
+/// A mosquitto password file for `users`, made with `mosquitto_passwd -b`.
+fn write_password_file(path: &Path, users: &[(String, String)]) {
+    let bin = std::env::var_os("MOSQUITTO_PASSWD")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("mosquitto_passwd"));
+    fs::write(path, "").expect("create password file");
+    for (user, password) in users {
+        let status = Command::new(&bin)
+            .arg("-b")
+            .arg(path)
+            .arg(user)
+            .arg(password)
+            .stdin(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+        assert!(
+            status.success(),
+            "mosquitto_passwd failed for {user}: {status}"
+        );
     }
 }
 

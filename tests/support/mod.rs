@@ -40,7 +40,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-pub(crate) use broker::{Broker, BrokerLog, BrokerOptions};
+pub(crate) use broker::{Broker, BrokerLog, BrokerOptions, Pki};
 pub(crate) use client::{
     drain_session, drain_session_with_dups, mqtt_options, publish_many, publish_many_within,
     subscribe_collect, Collector, TestClient, DEFAULT_TIMEOUT, MAX_PACKET_SIZE,

@@ -8,7 +8,7 @@ use support::consumer::*;
 use support::proxy::{publish_and_ack_order, Proxy};
 use support::*;
 use tower::service_fn;
-use tower_mqtt::{BoxError, Message, ProtoVer, QoS as Q, Status};
+use tower_mqtt::{BoxError, Message, ProtoVer, QoS as Q};
 
 /// Some milliseconds (0–2) derived from the payload, so completions finish out of order.
 fn shuffled_delay(payload: &[u8]) -> Duration {
@@ -54,15 +54,7 @@ async fn all_acked_after_success(qos: Q, proto: ProtoVer, n: usize, shuffled: bo
     .await;
     running
         .events
-        .wait_count(n, Duration::from_secs(60), |e| {
-            matches!(
-                e,
-                Ev::Ack {
-                    status: Status::Success,
-                    ..
-                }
-            )
-        })
+        .wait_successes(n, Duration::from_secs(60))
         .await;
     running.stop().await.expect("clean shutdown");
 
@@ -82,14 +74,7 @@ async fn all_acked_after_success(qos: Q, proto: ProtoVer, n: usize, shuffled: bo
             "acks must follow arrival order (MQTT-4.6.0-2); first difference at index {:?}",
             acked.iter().zip(&arrived).position(|(a, b)| a != b)
         );
-        broker
-            .wait_for_log(
-                &format!("Client {id}_0 disconnected"),
-                Duration::from_secs(10),
-            )
-            .await;
-        let left =
-            drain_session(&broker, &format!("{id}_0"), &topic, Duration::from_secs(20)).await;
+        let left = left_in_session(&broker, &id, &topic, 1).await;
         assert!(
             left.is_empty(),
             "{} message(s) were not acknowledged, e.g. {:?}",

@@ -12,7 +12,7 @@ use support::consumer::*;
 use support::*;
 use tokio::sync::Notify;
 use tower::service_fn;
-use tower_mqtt::{BoxError, Message, ProtoVer, QoS as Q, Status};
+use tower_mqtt::{BoxError, Message, ProtoVer, QoS as Q};
 
 async fn calls_never_exceed_max_inflight(qos: Q, proto: ProtoVer) {
     let broker = Broker::start(BrokerOptions::default());
@@ -48,15 +48,7 @@ async fn calls_never_exceed_max_inflight(qos: Q, proto: ProtoVer) {
     .await;
     running
         .events
-        .wait_count(n, Duration::from_secs(60), |e| {
-            matches!(
-                e,
-                Ev::Ack {
-                    status: Status::Success,
-                    ..
-                }
-            )
-        })
+        .wait_successes(n, Duration::from_secs(60))
         .await;
     running.stop().await.unwrap();
     let peak = peak.load(Ordering::SeqCst);
@@ -233,15 +225,7 @@ async fn keepalive_continues_while_every_slot_is_busy() {
         .await;
         running
             .events
-            .wait_count(2, Duration::from_secs(10), |e| {
-                matches!(
-                    e,
-                    Ev::Ack {
-                        status: Status::Success,
-                        ..
-                    }
-                )
-            })
+            .wait_successes(2, Duration::from_secs(10))
             .await;
         running.stop().await.unwrap();
         assert_eq!(

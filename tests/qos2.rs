@@ -9,7 +9,7 @@ use support::consumer::*;
 use support::proxy::Proxy;
 use support::*;
 use tower::service_fn;
-use tower_mqtt::{BoxError, Message, QoS as Q, Status};
+use tower_mqtt::{BoxError, Message, QoS as Q};
 
 #[tokio::test]
 async fn a_pubrel_resent_after_session_resume_is_completed() {
@@ -76,15 +76,7 @@ async fn a_pubrel_resent_after_session_resume_is_completed() {
         publish_many(&broker, &topic, rqos(Q::ExactlyOnce), [b"second".to_vec()]).await;
         running
             .events
-            .wait_count(2, Duration::from_secs(10), |e| {
-                matches!(
-                    e,
-                    Ev::Ack {
-                        status: Status::Success,
-                        ..
-                    }
-                )
-            })
+            .wait_successes(2, Duration::from_secs(10))
             .await;
         assert_eq!(
             running.events.count(|e| matches!(e, Ev::Down(..))),

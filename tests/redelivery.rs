@@ -71,15 +71,7 @@ async fn noop_failures_come_back(qos: Q) {
     );
     second
         .events
-        .wait_count(5, Duration::from_secs(20), |e| {
-            matches!(
-                e,
-                Ev::Ack {
-                    status: Status::Success,
-                    ..
-                }
-            )
-        })
+        .wait_successes(5, Duration::from_secs(20))
         .await;
     let expected: HashSet<Vec<u8>> = (0..10)
         .step_by(2)
@@ -152,15 +144,7 @@ async fn redeliver_finishes_when_every_first_attempt_fails(
     publish_many(&broker, &topic, rqos(qos), payloads("r", n)).await;
     running
         .events
-        .wait_count(n, Duration::from_secs(90), |e| {
-            matches!(
-                e,
-                Ev::Ack {
-                    status: Status::Success,
-                    ..
-                }
-            )
-        })
+        .wait_successes(n, Duration::from_secs(90))
         .await;
     let cycles = running
         .events
@@ -181,13 +165,7 @@ async fn redeliver_finishes_when_every_first_attempt_fails(
         redelivered >= n,
         "each message came back with DUP set ({redelivered})"
     );
-    broker
-        .wait_for_log(
-            &format!("Client {id}_0 disconnected"),
-            Duration::from_secs(10),
-        )
-        .await;
-    let left = drain_session(&broker, &format!("{id}_0"), &topic, Duration::from_secs(20)).await;
+    let left = left_in_session(&broker, &id, &topic, 1).await;
     assert!(left.is_empty(), "{} left unacknowledged", left.len());
 }
 
@@ -243,13 +221,7 @@ async fn failures_are_acknowledged(on_failure: OnFailure, proto: ProtoVer, expec
         })
         .await;
     running.stop().await.unwrap();
-    broker
-        .wait_for_log(
-            &format!("Client {id}_0 disconnected"),
-            Duration::from_secs(10),
-        )
-        .await;
-    let left = drain_session(&broker, &format!("{id}_0"), &topic, Duration::from_secs(20)).await;
+    let left = left_in_session(&broker, &id, &topic, 1).await;
     assert!(
         left.is_empty(),
         "acknowledged failures must not come back ({})",

@@ -8,7 +8,7 @@ use std::time::Duration;
 use support::consumer::*;
 use support::*;
 use tower::service_fn;
-use tower_mqtt::{BoxError, Message, ProtoVer, QoS as Q, Status};
+use tower_mqtt::{BoxError, Message, ProtoVer, QoS as Q};
 
 async fn session_survives_consumer_restart(proto: ProtoVer) {
     let broker = Broker::start(BrokerOptions::default());
@@ -52,15 +52,7 @@ async fn session_survives_consumer_restart(proto: ProtoVer) {
     );
     second
         .events
-        .wait_count(50, Duration::from_secs(20), |e| {
-            matches!(
-                e,
-                Ev::Ack {
-                    status: Status::Success,
-                    ..
-                }
-            )
-        })
+        .wait_successes(50, Duration::from_secs(20))
         .await;
     assert!(matches!(
         second

@@ -8,7 +8,7 @@ use std::time::Duration;
 use support::consumer::*;
 use support::*;
 use tower::service_fn;
-use tower_mqtt::{BoxError, Message, QoS as Q, Status};
+use tower_mqtt::{BoxError, Message, QoS as Q};
 
 #[tokio::test]
 async fn concurrency_spreads_messages_over_a_shared_group_without_duplicates() {
@@ -32,15 +32,7 @@ async fn concurrency_spreads_messages_over_a_shared_group_without_duplicates() {
         publish_many(&broker, &topic, rqos(Q::AtLeastOnce), payloads("g", n)).await;
         running
             .events
-            .wait_count(n, Duration::from_secs(30), |e| {
-                matches!(
-                    e,
-                    Ev::Ack {
-                        status: Status::Success,
-                        ..
-                    }
-                )
-            })
+            .wait_successes(n, Duration::from_secs(30))
             .await;
         let events = running.events.all();
         running.stop().await.unwrap();

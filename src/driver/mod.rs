@@ -480,11 +480,7 @@ where
                 // before DISCONNECT. A PUBLISH that arrives now is not processed and not
                 // acknowledged: the broker sends it again on the next session.
                 loop {
-                    match self
-                        .settings
-                        .codec
-                        .decode(&mut conn.rbuf, self.settings.config.max_packet_size)?
-                    {
+                    match self.decode_next(conn)? {
                         Decoded::NeedMore(n) => {
                             want_read = Some(n);
                             break;
@@ -500,11 +496,7 @@ where
             if conn.running() {
                 while self.held(conn) < max_inflight {
                     if conn.stash.is_none() {
-                        match self
-                            .settings
-                            .codec
-                            .decode(&mut conn.rbuf, self.settings.config.max_packet_size)?
-                        {
+                        match self.decode_next(conn)? {
                             Decoded::NeedMore(n) => {
                                 want_read = Some(n);
                                 break;
@@ -582,6 +574,12 @@ where
                 return Poll::Pending;
             }
         }
+    }
+
+    /// Decode the next packet from the connection's read buffer.
+    fn decode_next(&self, conn: &mut Conn) -> Result<Decoded, DownReason> {
+        let max = self.settings.config.max_packet_size;
+        self.settings.codec.decode(&mut conn.rbuf, max)
     }
 
     /// Start the service call for a PUBLISH (the service has reserved capacity).

@@ -319,3 +319,38 @@ impl Processed {
         self.0.lock().unwrap().keys().cloned().collect()
     }
 }
+
+impl EventLog {
+    /// Wait until `n` service calls succeeded.
+    pub(crate) async fn wait_successes(&self, n: usize, timeout: Duration) {
+        self.wait_count(n, timeout, |e| {
+            matches!(
+                e,
+                Ev::Ack {
+                    status: Status::Success,
+                    ..
+                }
+            )
+        })
+        .await
+    }
+}
+
+/// What the broker still holds for connection 0 of consumer `id`: waits for the
+/// consumer's clean DISCONNECT to be logged (`occurrence`-th one), then resumes the
+/// session with a plain client and collects everything up to a marker on `topic`.
+pub(crate) async fn left_in_session(
+    broker: &super::Broker,
+    id: &str,
+    topic: &str,
+    occurrence: usize,
+) -> Vec<rumqttc::Publish> {
+    broker
+        .wait_for_log_count(
+            &format!("Client {id}_0 disconnected"),
+            occurrence,
+            Duration::from_secs(10),
+        )
+        .await;
+    super::drain_session(broker, &format!("{id}_0"), topic, Duration::from_secs(20)).await
+}

@@ -418,3 +418,35 @@ async fn failure_spans_carry_error_type_and_metrics_count_what_was_processed() {
     })
     .await;
 }
+
+/// The broker grants less than asked (mosquitto `max_qos 1`): the typed event shows
+/// both, so the downgrade is visible.
+#[tokio::test]
+async fn a_subscription_downgrade_is_visible_in_the_event() {
+    with_timeout(Duration::from_secs(30), async {
+        let broker = Broker::start(BrokerOptions {
+            extra_config: "max_qos 1\n".into(),
+            ..BrokerOptions::default()
+        });
+        let running = spawn(
+            builder(
+                config(&broker, &unique("down")),
+                &unique("t"),
+                Q::ExactlyOnce,
+            ),
+            service_fn(|_m: Message| async { Ok::<_, BoxError>(()) }),
+        );
+        running.events.wait_subscribed(1, 1).await;
+        let log = running.events.clone();
+        running.stop().await.unwrap();
+        assert!(log.all().iter().any(|e| matches!(
+            e,
+            Ev::SubOk {
+                requested: Q::ExactlyOnce,
+                granted: Q::AtLeastOnce,
+                ..
+            }
+        )));
+    })
+    .await;
+}

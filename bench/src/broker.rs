@@ -30,7 +30,8 @@ impl Mosquitto {
             let conf = dir.path().join("mosquitto.conf");
             let log = dir.path().join("mosquitto.log");
             // max_queued_messages 0: unlimited (the default, 1000, silently drops the
-            // backlog); queue_qos0_messages: so a QoS 0 backlog can be drained too.
+            // backlog); queue_qos0_messages: so a QoS 0 backlog can be drained too;
+            // set_tcp_nodelay: no Nagle delay on deliveries (latency in live mode).
             let text = format!(
                 "listener {port} 127.0.0.1\n\
                  allow_anonymous true\n\
@@ -38,6 +39,7 @@ impl Mosquitto {
                  user root\n\
                  max_queued_messages 0\n\
                  queue_qos0_messages true\n\
+                 set_tcp_nodelay true\n\
                  log_dest file {}\n\
                  log_type error\n\
                  log_type warning\n",

@@ -107,7 +107,7 @@ impl Opts {
             proto: vec![5],
             n: 200_000,
             runs: 3,
-            rate: 20_000,
+            rate: 10_000,
             variants: Variant::ALL.to_vec(),
         };
         let mut it = args.iter();
@@ -224,6 +224,8 @@ struct Sample {
     rss_kib: u64,
     p50_ns: u64,
     p99_ns: u64,
+    /// Share of all cores busy (other processes) just before the child started.
+    busy: f64,
 }
 
 impl Sample {
@@ -287,12 +289,13 @@ fn run(opts: Opts) -> Result<(), String> {
                     max_inflight: sc.max_inflight,
                     proto: sc.proto,
                     group: "bench".into(),
+                    max_packet: (sc.payload + 1024).max(10 * 1024),
                 };
                 let t = Instant::now();
                 match rt.block_on(run_one(&job, sc, opts.rate)) {
                     Ok(s) => {
                         eprintln!(
-                            "[{:>5.0}s] scenario {}/{} run {}/{} {:<14} {:>9.0} msg/s  p99 {:>8.1} µs  rss {:>6.1} MiB  cpu {:>5.2} µs/msg  ({:.1}s)",
+                            "[{:>5.0}s] scenario {}/{} run {}/{} {:<14} {:>9.0} msg/s  p99 {:>8.1} µs  rss {:>6.1} MiB  cpu {:>5.2} µs/msg  busy {:>3.0}%  ({:.1}s)",
                             started.elapsed().as_secs_f64(),
                             si + 1,
                             scenarios.len(),
@@ -303,6 +306,7 @@ fn run(opts: Opts) -> Result<(), String> {
                             s.p99_ns as f64 / 1e3,
                             s.rss_kib as f64 / 1024.0,
                             s.cpu_ns as f64 / 1e3 / s.count.max(1) as f64,
+                            s.busy * 100.0,
                             t.elapsed().as_secs_f64()
                         );
                         samples.entry(vi).or_default().push(s);
@@ -344,6 +348,7 @@ async fn run_one(job: &Job, sc: &Scenario, rate: u64) -> Result<Sample, String> 
         )
         .await?;
     }
+    let busy = wait_quiet().await;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = tokio::process::Command::new(exe)
         .args(child_args(job))
@@ -381,7 +386,8 @@ async fn run_one(job: &Job, sc: &Scenario, rate: u64) -> Result<Sample, String> 
         .await
         .map_err(|_| "child timed out".to_string())?;
     let _ = child.kill().await;
-    let sample = out?;
+    let mut sample = out?;
+    sample.busy = busy;
     if sample.count < job.n {
         return Err(format!(
             "only {} of {} messages arrived",
@@ -389,6 +395,43 @@ async fn run_one(job: &Job, sc: &Scenario, rate: u64) -> Result<Sample, String> 
         ));
     }
     Ok(sample)
+}
+
+/// The machine is shared (other builds and tests run beside the benchmark): wait up to
+/// `QUIET_WAIT` for a 300 ms window in which less than 25% of the cores are busy, and
+/// return the busy share of the last window seen.
+async fn wait_quiet() -> f64 {
+    let deadline = Instant::now() + QUIET_WAIT;
+    loop {
+        let busy = busy_share(Duration::from_millis(300)).await;
+        if busy < 0.25 || Instant::now() > deadline {
+            return busy;
+        }
+    }
+}
+
+const QUIET_WAIT: Duration = Duration::from_secs(20);
+
+async fn busy_share(window: Duration) -> f64 {
+    fn read() -> (u64, u64) {
+        let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let f: Vec<u64> = s
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        let total: u64 = f.iter().sum();
+        let idle = f.get(3).copied().unwrap_or(0) + f.get(4).copied().unwrap_or(0);
+        (total, idle)
+    }
+    let (t0, i0) = read();
+    tokio::time::sleep(window).await;
+    let (t1, i1) = read();
+    let dt = t1.saturating_sub(t0).max(1) as f64;
+    1.0 - i1.saturating_sub(i0) as f64 / dt
 }
 
 fn child_args(job: &Job) -> Vec<String> {
@@ -405,6 +448,7 @@ fn child_args(job: &Job) -> Vec<String> {
         job.max_inflight.to_string(),
         job.proto.to_string(),
         job.group.clone(),
+        job.max_packet.to_string(),
     ]
 }
 
@@ -423,6 +467,7 @@ fn parse_result(s: &str) -> Result<Sample, String> {
         rss_kib: f[3],
         p50_ns: f[4],
         p99_ns: f[5],
+        busy: 0.0,
     })
 }
 
@@ -455,7 +500,16 @@ fn table(
     let base = opts.variants.iter().position(|v| *v == Variant::Baseline);
     let base_rate = base.map_or(f64::NAN, |b| med(b, &|s| s.rate()));
     let base_p99 = base.map_or(f64::NAN, |b| med(b, &|s| s.p99_ns as f64));
-    let mut out = format!("### {}\n\n", sc.title(opts.n, opts.rate));
+    let busy: Vec<f64> = samples.values().flatten().map(|s| s.busy * 100.0).collect();
+    let (bmin, bmax) = busy
+        .iter()
+        .fold((f64::MAX, 0f64), |(l, h), b| (l.min(*b), h.max(*b)));
+    let mut out = format!(
+        "### {}\n\nCores busy with other work just before each run: {:.0}–{:.0}%.\n\n",
+        sc.title(opts.n, opts.rate),
+        bmin.min(bmax),
+        bmax
+    );
     out.push_str("| variant | msg/s (median) | runs min–max | × baseline | p50 µs | p99 µs | p99 − baseline µs | peak RSS MiB | CPU µs/msg |\n");
     out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (vi, v) in opts.variants.iter().enumerate() {
@@ -587,7 +641,7 @@ fn child_main(args: &[String]) {
 }
 
 fn parse_job(a: &[String]) -> Option<Job> {
-    if a.len() != 11 {
+    if a.len() != 12 {
         return None;
     }
     Some(Job {
@@ -602,6 +656,7 @@ fn parse_job(a: &[String]) -> Option<Job> {
         max_inflight: a[8].parse().ok()?,
         proto: a[9].parse().ok()?,
         group: a[10].clone(),
+        max_packet: a[11].parse().ok()?,
     })
 }
 

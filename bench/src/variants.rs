@@ -74,6 +74,9 @@ pub(crate) struct Job {
     pub(crate) max_inflight: u16,
     pub(crate) proto: u8,
     pub(crate) group: String,
+    /// Largest incoming packet each client accepts: rumqttc's default (10 KiB) or the
+    /// payload plus 1 KiB, whichever is larger, for every variant alike.
+    pub(crate) max_packet: usize,
 }
 
 impl Job {
@@ -90,9 +93,6 @@ impl Job {
         }
     }
 }
-
-/// Large enough for a 16 KiB payload and then some.
-const MAX_PACKET: usize = 2 << 20;
 
 fn ready_line() {
     println!("READY");
@@ -140,7 +140,7 @@ async fn baseline_v4(
     o.set_clean_session(false);
     o.set_manual_acks(true);
     o.set_keep_alive(Duration::from_secs(30));
-    o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+    o.set_max_packet_size(job.max_packet, job.max_packet);
     let (client, mut el) = AsyncClient::new(o, job.n as usize + 1000);
     loop {
         match el.poll().await {
@@ -178,7 +178,7 @@ async fn baseline_v5(
     o.set_session_expiry_interval(Some(3600));
     o.set_manual_acks(true);
     o.set_keep_alive(Duration::from_secs(30));
-    o.set_max_packet_size(Some(MAX_PACKET as u32));
+    o.set_max_packet_size(Some(job.max_packet as u32));
     o.set_receive_maximum(Some(job.max_inflight));
     let (client, mut el) = AsyncClient::new(o, job.n as usize + 1000);
     let q = match job.qos {
@@ -245,7 +245,7 @@ fn consumer(job: &Job, rec: Arc<Recorder>, clock: Arc<AckClock>) -> Result<Consu
         .client_id(job.id.clone())
         .clean_start(false)
         .proto_ver(proto)
-        .max_packet_size(MAX_PACKET);
+        .max_packet_size(job.max_packet.max(1024));
     let connections = job.concurrency;
     let up = AtomicU64::new(0);
     let mut b = Consumer::builder(config)
@@ -432,7 +432,7 @@ pub(crate) async fn ruststream(job: Job, rec: Arc<Recorder>) -> Result<(), Strin
             .clean_start(false)
             .session_expiry(Duration::from_secs(3600))
             .keep_alive(Duration::from_secs(30))
-            .max_packet_size(NonZeroU32::new(MAX_PACKET as u32).expect("nonzero"))
+            .max_packet_size(NonZeroU32::new(job.max_packet as u32).expect("nonzero"))
             .receive_maximum(NonZeroU16::new(job.max_inflight.max(1)).expect("nonzero"));
         let connected = broker.connect().await.map_err(|e| e.to_string())?;
         let mut filter = MqttFilter::new(job.topic.clone()).qos(qos);

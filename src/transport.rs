@@ -332,7 +332,16 @@ async fn websocket(
     let (ws, _response) = tokio_tungstenite::client_async_with_config(request, io, Some(ws_config))
         .await
         .map_err(|e| match e {
-            tungstenite::Error::Io(e) => DownReason::from_io(e),
+            tungstenite::Error::Io(e) => match DownReason::from_io(e) {
+                DownReason::Closed => DownReason::WebSocket(
+                    "the server closed the connection during the upgrade (is it a websockets listener?)"
+                        .into(),
+                ),
+                other => other,
+            },
+            tungstenite::Error::Protocol(e) => DownReason::WebSocket(format!(
+                "upgrade failed: {e} (is it a websockets listener?)"
+            )),
             tungstenite::Error::Http(response) => DownReason::WebSocket(format!(
                 "upgrade refused with HTTP {} (check the websocket path)",
                 response.status()

@@ -345,6 +345,16 @@ async fn ssl_certfile_keyfile_mtls_works_and_a_missing_client_cert_is_a_tls_reas
 
         let config = config_at(broker.mtls_port(), &unique("nocert")).tls(test_ca(&broker));
         assert_eq!(first_down(config).await, DownReason::TlsClientCertRequired);
+
+        // A client certificate from a CA the broker does not trust: rejected by an alert.
+        let other = tempfile::tempdir().unwrap();
+        let other_pki = Pki::generate(other.path(), false);
+        let config = config_at(broker.mtls_port(), &unique("badcert"))
+            .tls(test_ca(&broker).client_cert_files(&other_pki.client_cert, &other_pki.client_key));
+        match first_down(config).await {
+            DownReason::TlsClientCertRejected(alert) => assert!(!alert.is_empty()),
+            other => panic!("expected TlsClientCertRejected, got {other:?}"),
+        }
     })
     .await;
 }
@@ -373,6 +383,13 @@ async fn ws_path_websocket_transport_works_and_sends_the_path() {
             request.contains("sec-websocket-protocol: mqtt\r\n"),
             "{request}"
         );
+
+        // Not a websockets listener: a typed websocket reason, not a bare "closed".
+        let config = config_at(broker.port(), &unique("ws")).websocket("/mqtt");
+        match first_down(config).await {
+            DownReason::WebSocket(e) => assert!(e.contains("websockets listener"), "{e}"),
+            other => panic!("expected DownReason::WebSocket, got {other:?}"),
+        }
 
         // The emqtt option name, too.
         let config = config_at(broker.ws_port(), &unique("ws")).emqtt_option("ws_path", "/mqtt");

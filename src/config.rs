@@ -12,6 +12,10 @@
 //! | TLS | [`Config::tls`] with [`TlsOptions`], or `mqtts://` | rustls (TLS 1.2/1.3); verifies the server against [`TlsOptions::ca_file`] or the system roots; [`TlsOptions::server_name`] verifies (and sends as SNI) another name than the host; [`TlsOptions::client_cert_files`] for mutual TLS |
 //! | websocket | [`Config::websocket`]`(path)`, or `ws://host:port/path` | `mqtt` subprotocol; over TLS (`wss://`) when [`Config::tls`] is set too |
 //!
+//! TLS and websocket support are the cargo features `tls` and `websocket`, both on by
+//! default; without one, `build()` rejects a configuration that needs it with
+//! `ConfigError::Unsupported`.
+//!
 //! TLS and websocket failures are reported as typed
 //! [`DownReason`](crate::DownReason)s: `TlsUnknownCa`, `TlsCertificateExpired`,
 //! `TlsBadCertificate`, `TlsClientCertRequired`, `TlsClientCertRejected`,
@@ -529,6 +533,7 @@ pub(crate) enum Pem {
 }
 
 impl Pem {
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     pub(crate) fn read(&self) -> std::io::Result<Vec<u8>> {
         match self {
             Pem::File(path) => std::fs::read(path),

@@ -1,3 +1,4 @@
+#![cfg(all(feature = "tls", feature = "websocket"))]
 //! Every connection option of off_broadway_emqtt, one behaviour test per row of the
 //! option table (issue 3): it works against a real mosquitto listener, or `build()`
 //! rejects it with a typed `ConfigError`.

@@ -119,6 +119,7 @@ impl Write for Captured {
     }
 }
 
+#[cfg(feature = "tls")]
 #[tokio::test]
 async fn logs_of_failing_and_succeeding_authenticated_connections_hide_secrets() {
     let captured = Captured::default();

@@ -1102,6 +1102,66 @@ mod tests {
     }
 
     #[test]
+    fn emqtt_option_names_map_onto_the_typed_settings() {
+        let c = Config::new("x")
+            .emqtt_option("host", "broker")
+            .emqtt_option("port", 1999)
+            .emqtt_option("clientid", "id")
+            .emqtt_option("username", "u")
+            .emqtt_option("password", "p")
+            .emqtt_option("clean_start", true)
+            .emqtt_option("proto_ver", "v5")
+            .emqtt_option("keepalive", 7)
+            .emqtt_option("connect_timeout", 3)
+            .emqtt_option("bridge_mode", true)
+            .emqtt_option("ws_path", "/mqtt")
+            .emqtt_option("ssl", true)
+            .emqtt_option("ssl_opts.verify", "verify_none")
+            .emqtt_option("ssl_opts.server_name_indication", "name")
+            .emqtt_option("will_topic", "w")
+            .emqtt_option("will_payload", "bye")
+            .emqtt_option("will_qos", 2)
+            .emqtt_option("will_retain", true)
+            .emqtt_option("reconnect", 3)
+            .emqtt_option("reconnect_timeout", 2)
+            .emqtt_option("force_ping", true)
+            .emqtt_option("properties.User-Property", ("k", "v"));
+        assert_eq!(c.migrated.errors, vec![]);
+        assert_eq!((c.host.as_str(), c.port), ("broker", 1999));
+        assert_eq!(c.client_id.as_deref(), Some("id"));
+        assert_eq!(c.username.as_deref(), Some("u"));
+        assert_eq!(c.password, Some(Secret("p".into())));
+        assert!(c.clean_start && c.bridge_mode);
+        assert_eq!(c.proto_ver, ProtoVer::V5);
+        assert_eq!(c.keepalive, Duration::from_secs(7));
+        assert_eq!(c.connect_timeout, Duration::from_secs(3));
+        assert_eq!(c.websocket_path.as_deref(), Some("/mqtt"));
+        let tls = c.tls.unwrap();
+        assert!(tls.accept_invalid_certs);
+        assert_eq!(tls.server_name.as_deref(), Some("name"));
+        assert_eq!(
+            c.will,
+            Some(Will::new("w", "bye").qos(QoS::ExactlyOnce).retain(true))
+        );
+        assert_eq!(c.migrated.reconnect, Some(Some(3)));
+        assert_eq!(c.migrated.reconnect_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(c.properties.user_properties, vec![("k".into(), "v".into())]);
+
+        let c = Config::new("x")
+            .emqtt_option("reconnect", OptionValue::Infinity)
+            .emqtt_option("port", "not a number")
+            .emqtt_option("will_qos", 3);
+        assert_eq!(c.migrated.reconnect, Some(None));
+        assert!(matches!(
+            &c.migrated.errors[..],
+            [
+                ConfigError::InvalidOptionValue { option: a, .. },
+                ConfigError::InvalidOptionValue { option: b, .. }
+            ] if a == "port" && b == "will_qos"
+        ));
+    }
+
+    #[test]
     fn bad_urls_are_rejected_without_echoing_the_password() {
         for url in [
             "http://u:hunter2@h",

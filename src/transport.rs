@@ -206,6 +206,12 @@ mod tls {
     }
 
     fn read_pem(pem: &Pem, option: &'static str) -> Result<Vec<u8>, ConfigError> {
+        if matches!(pem, Pem::File(path) if path.as_os_str().is_empty()) {
+            return Err(ConfigError::InvalidTls {
+                option,
+                reason: "not set: a client certificate needs both the certificate and the key file (ssl_opts.certfile and ssl_opts.keyfile)".into(),
+            });
+        }
         pem.read().map_err(|e| ConfigError::InvalidTls {
             option,
             reason: match pem {

@@ -1043,3 +1043,44 @@ async fn acl_file_denied_topic_is_granted_by_mosquitto_but_never_delivered() {
     })
     .await;
 }
+
+#[test]
+fn reconnect_and_ssl_opts_misuse_are_typed_errors() {
+    // reconnect and max_reconnect_attempts set to different limits.
+    let e = Consumer::builder(
+        Config::new("h")
+            .client_id("id")
+            .emqtt_option("reconnect", 3),
+    )
+    .topic("a", Q::AtLeastOnce)
+    .max_reconnect_attempts(Some(5))
+    .build()
+    .unwrap_err();
+    assert!(
+        matches!(&e, ConfigError::ConflictingOption { option, other: "max_reconnect_attempts", .. } if option == "reconnect"),
+        "{e:?}"
+    );
+    // A client certificate without its key.
+    match build_err(
+        Config::new("h")
+            .client_id("id")
+            .emqtt_option("ssl", true)
+            .emqtt_option("ssl_opts.verify", "verify_none")
+            .emqtt_option("ssl_opts.certfile", "/nonexistent/client.pem"),
+    ) {
+        ConfigError::InvalidTls { option, .. } => assert_eq!(option, "client_cert"),
+        e => panic!("{e:?}"),
+    }
+    // An unreadable CA file is caught by build(), not by a reconnect loop.
+    match build_err(
+        Config::new("h")
+            .client_id("id")
+            .tls(TlsOptions::new().ca_file("/nonexistent/ca.pem")),
+    ) {
+        ConfigError::InvalidTls { option, reason } => {
+            assert_eq!(option, "ca_file");
+            assert!(reason.contains("/nonexistent/ca.pem"), "{reason}");
+        }
+        e => panic!("{e:?}"),
+    }
+}

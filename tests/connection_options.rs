@@ -583,14 +583,21 @@ async fn proto_ver_v4_and_v5_connect_and_v3_is_rejected() {
 
 // --- keepalive --------------------------------------------------------------------
 
+/// `kill -<signal> <pid>` through the shell's builtin (no procps needed).
+fn signal(signal: &str, pid: u32) -> std::process::ExitStatus {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("kill -{signal} {pid}"))
+        .status()
+        .expect("run sh")
+}
+
 /// Sends SIGCONT when dropped, so a failed assertion never leaves mosquitto stopped.
 struct Resume(u32);
 
 impl Drop for Resume {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-CONT", &self.0.to_string()])
-            .status();
+        let _ = signal("CONT", self.0);
     }
 }
 
@@ -610,11 +617,7 @@ async fn keepalive_a_broker_that_stops_answering_is_detected_within_1_5x_keepali
         running.events.wait_subscribed(1, 1).await;
         let pid = broker.pid().unwrap();
         let stopped_at = tokio::time::Instant::now();
-        let status = std::process::Command::new("kill")
-            .args(["-STOP", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        assert!(signal("STOP", pid).success());
         let _resume = Resume(pid);
         running
             .events

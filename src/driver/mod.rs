@@ -48,7 +48,7 @@ use order::AckOrder;
 /// Bytes requested from the socket per read when the buffer runs low.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// A byte stream to the broker (TCP today; TLS and websockets plug in here).
+/// A byte stream to the broker: TCP, TLS or websocket (see `crate::transport`).
 pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 

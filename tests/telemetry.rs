@@ -450,3 +450,60 @@ async fn a_subscription_downgrade_is_visible_in_the_event() {
     })
     .await;
 }
+
+/// `tower_mqtt.redeliveries` counts deliveries with DUP set, and
+/// `tower_mqtt.connections.active` follows the connection (1 while up, 0 after).
+#[tokio::test]
+async fn event_metrics_count_redeliveries_and_follow_the_connection() {
+    with_timeout(Duration::from_secs(30), async {
+        let otel = otel();
+        let broker = Broker::start(BrokerOptions::default());
+        let id = unique("redel");
+        let topic = unique("t");
+        let metrics = EventMetrics::new(&opentelemetry::metrics::MeterProvider::meter(
+            &otel.meter_provider,
+            "tower-mqtt",
+        ));
+        let seen = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+        let svc = service_fn(move |m: Message| {
+            let first = seen.lock().unwrap().insert(m.payload().clone());
+            async move {
+                if first {
+                    Err::<(), BoxError>("first attempt fails".into())
+                } else {
+                    Ok(())
+                }
+            }
+        });
+        let running = spawn(
+            builder(config(&broker, &id), &topic, Q::AtLeastOnce)
+                .redeliver_after(Duration::from_millis(100))
+                .on_event(move |e| metrics.record(e)),
+            svc,
+        );
+        running.events.wait_subscribed(1, 1).await;
+        assert_eq!(otel.total("tower_mqtt.connections.active"), 1.0);
+        publish_many(&broker, &topic, rqos(Q::AtLeastOnce), payloads("r", 3)).await;
+        running
+            .events
+            .wait_successes(3, Duration::from_secs(20))
+            .await;
+        running.stop().await.unwrap();
+
+        assert_eq!(
+            otel.total("tower_mqtt.redeliveries"),
+            3.0,
+            "each message came back once with DUP"
+        );
+        assert_eq!(
+            otel.total("tower_mqtt.reconnects"),
+            1.0,
+            "one redelivery reconnect"
+        );
+        assert_eq!(otel.total("tower_mqtt.connections.active"), 0.0);
+        let acks = otel.by_attribute("tower_mqtt.acks", "messaging.mqtt.disposition");
+        assert_eq!(acks.get("redeliver"), Some(&3));
+        assert_eq!(acks.get("ack"), Some(&3));
+    })
+    .await;
+}

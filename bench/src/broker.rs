@@ -75,6 +75,13 @@ impl Mosquitto {
     }
 }
 
+impl Mosquitto {
+    /// CPU time (ns) the broker has used so far (utime + stime; 10 ms resolution).
+    pub(crate) fn cpu_ns(&self) -> u64 {
+        crate::measure::proc_cpu_ns(&self.child.id().to_string())
+    }
+}
+
 impl Drop for Mosquitto {
     fn drop(&mut self) {
         let _ = self.child.kill();

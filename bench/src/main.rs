@@ -30,6 +30,9 @@
 //! `--mode drain,live` `--qos 0,1,2` `--payload 100,16384` `--concurrency 1,4`
 //! `--max-inflight 20,1000` `--proto 4,5` `--n N` `--runs R` `--rate R`
 //! `--variants baseline,identity,full,ruststream,mosquitto_sub` `--quick`.
+//!
+//! Profiling: `TOWER_MQTT_BENCH_WRAP="valgrind --tool=callgrind"` runs every child under
+//! that command (use a small `--n` and `--runs 1 --variants identity,full`).
 
 mod broker;
 mod measure;
@@ -224,6 +227,8 @@ struct Sample {
     rss_kib: u64,
     p50_ns: u64,
     p99_ns: u64,
+    /// The broker's CPU time while the child ran.
+    broker_cpu_ns: u64,
     /// Share of all cores busy (other processes) just before the child started.
     busy: f64,
 }
@@ -292,10 +297,10 @@ fn run(opts: Opts) -> Result<(), String> {
                     max_packet: (sc.payload + 1024).max(10 * 1024),
                 };
                 let t = Instant::now();
-                match rt.block_on(run_one(&job, sc, opts.rate)) {
+                match rt.block_on(run_one(&job, sc, opts.rate, &broker)) {
                     Ok(s) => {
                         eprintln!(
-                            "[{:>5.0}s] scenario {}/{} run {}/{} {:<14} {:>9.0} msg/s  p99 {:>8.1} µs  rss {:>6.1} MiB  cpu {:>5.2} µs/msg  busy {:>3.0}%  ({:.1}s)",
+                            "[{:>5.0}s] scenario {}/{} run {}/{} {:<14} {:>9.0} msg/s  p99 {:>8.1} µs  rss {:>6.1} MiB  cpu {:>5.2} µs/msg  broker {:>5.2} µs/msg  busy {:>3.0}%  ({:.1}s)",
                             started.elapsed().as_secs_f64(),
                             si + 1,
                             scenarios.len(),
@@ -306,6 +311,7 @@ fn run(opts: Opts) -> Result<(), String> {
                             s.p99_ns as f64 / 1e3,
                             s.rss_kib as f64 / 1024.0,
                             s.cpu_ns as f64 / 1e3 / s.count.max(1) as f64,
+                            s.broker_cpu_ns as f64 / 1e3 / s.count.max(1) as f64,
                             s.busy * 100.0,
                             t.elapsed().as_secs_f64()
                         );
@@ -330,7 +336,12 @@ fn run(opts: Opts) -> Result<(), String> {
 }
 
 /// One variant, one repetition: sessions, (drain) backlog, child, (live) publisher.
-async fn run_one(job: &Job, sc: &Scenario, rate: u64) -> Result<Sample, String> {
+async fn run_one(
+    job: &Job,
+    sc: &Scenario,
+    rate: u64,
+    broker: &broker::Mosquitto,
+) -> Result<Sample, String> {
     let ids: Vec<String> = (0..job.concurrency).map(|i| job.client_id(i)).collect();
     publisher::create_sessions(job.port, &ids, &job.filter(), job.qos, job.proto).await?;
     let pub_id = format!("{}-pub", job.id);
@@ -349,8 +360,22 @@ async fn run_one(job: &Job, sc: &Scenario, rate: u64) -> Result<Sample, String> 
         .await?;
     }
     let busy = wait_quiet().await;
+    let broker_cpu0 = broker.cpu_ns();
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut child = tokio::process::Command::new(exe)
+    // Profiling hook: TOWER_MQTT_BENCH_WRAP="valgrind --tool=callgrind" runs each child
+    // under that command.
+    let wrap: Vec<String> = std::env::var("TOWER_MQTT_BENCH_WRAP")
+        .map(|w| w.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut cmd = match wrap.split_first() {
+        Some((program, args)) => {
+            let mut c = tokio::process::Command::new(program);
+            c.args(args).arg(&exe);
+            c
+        }
+        None => tokio::process::Command::new(&exe),
+    };
+    let mut child = cmd
         .args(child_args(job))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -388,6 +413,8 @@ async fn run_one(job: &Job, sc: &Scenario, rate: u64) -> Result<Sample, String> 
     let _ = child.kill().await;
     let mut sample = out?;
     sample.busy = busy;
+    // In live mode this includes handling the publisher.
+    sample.broker_cpu_ns = broker.cpu_ns().saturating_sub(broker_cpu0);
     if sample.count < job.n {
         return Err(format!(
             "only {} of {} messages arrived",
@@ -467,6 +494,7 @@ fn parse_result(s: &str) -> Result<Sample, String> {
         rss_kib: f[3],
         p50_ns: f[4],
         p99_ns: f[5],
+        broker_cpu_ns: 0,
         busy: 0.0,
     })
 }
@@ -510,15 +538,21 @@ fn table(
         bmin.min(bmax),
         bmax
     );
-    out.push_str("| variant | msg/s (median) | runs min–max | × baseline | p50 µs | p99 µs | p99 − baseline µs | peak RSS MiB | CPU µs/msg |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| variant | msg/s (median) | runs min–max | × baseline | p50 µs | p99 µs | p99 − baseline µs | peak RSS MiB | CPU µs/msg | broker CPU µs/msg |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (vi, v) in opts.variants.iter().enumerate() {
         if let Some(why) = sc.not_applicable(*v) {
-            out.push_str(&format!("| {} | n/a ({why}) | | | | | | | |\n", v.label()));
+            out.push_str(&format!(
+                "| {} | n/a ({why}) | | | | | | | | |\n",
+                v.label()
+            ));
             continue;
         }
         if let Some(e) = failures.get(&vi) {
-            out.push_str(&format!("| {} | failed: {e} | | | | | | | |\n", v.label()));
+            out.push_str(&format!(
+                "| {} | failed: {e} | | | | | | | | |\n",
+                v.label()
+            ));
             continue;
         }
         let Some(s) = samples.get(&vi) else { continue };
@@ -537,7 +571,7 @@ fn table(
             "–".into()
         };
         out.push_str(&format!(
-            "| {} | {:.0} | {:.0}–{:.0} | {:.2} | {} | {} | {} | {:.1} | {:.2} |\n",
+            "| {} | {:.0} | {:.0}–{:.0} | {:.2} | {} | {} | {} | {:.1} | {:.2} | {:.2} |\n",
             v.label(),
             rate,
             lo,
@@ -548,6 +582,7 @@ fn table(
             added,
             med(vi, &|s| s.rss_kib as f64) / 1024.0,
             med(vi, &|s| s.cpu_ns as f64 / s.count.max(1) as f64) / 1e3,
+            med(vi, &|s| s.broker_cpu_ns as f64 / s.count.max(1) as f64) / 1e3,
         ));
     }
     out

@@ -120,7 +120,17 @@ pub(crate) fn peak_rss_kib(pid: &str) -> u64 {
 /// CPU time (ns) of waited-for children, from /proc/self/stat `cutime` + `cstime`
 /// (clock ticks, assumed 100 Hz: 10 ms resolution).
 pub(crate) fn children_cpu_ns() -> u64 {
-    let Ok(stat) = fs::read_to_string("/proc/self/stat") else {
+    stat_ticks("self", 13) * 10_000_000
+}
+
+/// CPU time (ns) of a process, from /proc/<pid>/stat `utime` + `stime` (10 ms resolution).
+pub(crate) fn proc_cpu_ns(pid: &str) -> u64 {
+    stat_ticks(pid, 11) * 10_000_000
+}
+
+/// Sum of two adjacent /proc/<pid>/stat fields, `at` counted from the state field.
+fn stat_ticks(pid: &str, at: usize) -> u64 {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0;
     };
     // Fields after the parenthesised command name; cutime and cstime are fields 16 and 17.
@@ -129,7 +139,7 @@ pub(crate) fn children_cpu_ns() -> u64 {
         .split_whitespace()
         .map(|x| x.parse().unwrap_or(0))
         .collect();
-    // rest[0] is field 3 (state), so field k is at index k - 3.
-    let ticks = f.get(13).copied().unwrap_or(0) + f.get(14).copied().unwrap_or(0);
-    ticks * 10_000_000
+    // rest[0] is field 3 (state), so field k is at index k - 3: utime (14) is at 11,
+    // cutime (16) at 13.
+    f.get(at).copied().unwrap_or(0) + f.get(at + 1).copied().unwrap_or(0)
 }

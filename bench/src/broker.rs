@@ -80,6 +80,25 @@ impl Mosquitto {
     pub(crate) fn cpu_ns(&self) -> u64 {
         crate::measure::proc_cpu_ns(&self.child.id().to_string())
     }
+
+    /// Kernel-mode part of [`cpu_ns`](Self::cpu_ns).
+    pub(crate) fn sys_ns(&self) -> u64 {
+        crate::measure::proc_sys_ns(&self.child.id().to_string())
+    }
+
+    /// read(2) + write(2) calls the broker has made so far (`syscr + syscw`); mosquitto
+    /// uses plain read/write on its sockets, so this counts its socket I/O calls.
+    pub(crate) fn syscalls(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/io", self.child.id()))
+            .ok()
+            .map(|s| {
+                s.lines()
+                    .filter(|l| l.starts_with("syscr:") || l.starts_with("syscw:"))
+                    .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
 }
 
 impl Drop for Mosquitto {

@@ -229,6 +229,10 @@ struct Sample {
     p99_ns: u64,
     /// The broker's CPU time while the child ran.
     broker_cpu_ns: u64,
+    /// The broker's read + write calls while the child ran.
+    broker_syscalls: u64,
+    /// Kernel-mode part of `broker_cpu_ns`.
+    broker_sys_ns: u64,
     /// Share of all cores busy (other processes) just before the child started.
     busy: f64,
 }
@@ -300,7 +304,7 @@ fn run(opts: Opts) -> Result<(), String> {
                 match rt.block_on(run_one(&job, sc, opts.rate, &broker)) {
                     Ok(s) => {
                         eprintln!(
-                            "[{:>5.0}s] scenario {}/{} run {}/{} {:<14} {:>9.0} msg/s  p99 {:>8.1} µs  rss {:>6.1} MiB  cpu {:>5.2} µs/msg  broker {:>5.2} µs/msg  busy {:>3.0}%  ({:.1}s)",
+                            "[{:>5.0}s] scenario {}/{} run {}/{} {:<14} {:>9.0} msg/s  p99 {:>8.1} µs  rss {:>6.1} MiB  cpu {:>5.2} µs/msg  broker {:>5.2} µs/msg {:.3} calls/msg  busy {:>3.0}%  ({:.1}s)",
                             started.elapsed().as_secs_f64(),
                             si + 1,
                             scenarios.len(),
@@ -312,6 +316,7 @@ fn run(opts: Opts) -> Result<(), String> {
                             s.rss_kib as f64 / 1024.0,
                             s.cpu_ns as f64 / 1e3 / s.count.max(1) as f64,
                             s.broker_cpu_ns as f64 / 1e3 / s.count.max(1) as f64,
+                            s.broker_syscalls as f64 / s.count.max(1) as f64,
                             s.busy * 100.0,
                             t.elapsed().as_secs_f64()
                         );
@@ -361,6 +366,8 @@ async fn run_one(
     }
     let busy = wait_quiet().await;
     let broker_cpu0 = broker.cpu_ns();
+    let broker_sys0 = broker.syscalls();
+    let broker_kernel0 = broker.sys_ns();
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     // Profiling hook: TOWER_MQTT_BENCH_WRAP="valgrind --tool=callgrind" runs each child
     // under that command.
@@ -415,6 +422,8 @@ async fn run_one(
     sample.busy = busy;
     // In live mode this includes handling the publisher.
     sample.broker_cpu_ns = broker.cpu_ns().saturating_sub(broker_cpu0);
+    sample.broker_syscalls = broker.syscalls().saturating_sub(broker_sys0);
+    sample.broker_sys_ns = broker.sys_ns().saturating_sub(broker_kernel0);
     if sample.count < job.n {
         return Err(format!(
             "only {} of {} messages arrived",
@@ -495,6 +504,8 @@ fn parse_result(s: &str) -> Result<Sample, String> {
         p50_ns: f[4],
         p99_ns: f[5],
         broker_cpu_ns: 0,
+        broker_syscalls: 0,
+        broker_sys_ns: 0,
         busy: 0.0,
     })
 }
@@ -538,19 +549,19 @@ fn table(
         bmin.min(bmax),
         bmax
     );
-    out.push_str("| variant | msg/s (median) | runs min–max | × baseline | p50 µs | p99 µs | p99 − baseline µs | peak RSS MiB | CPU µs/msg | broker CPU µs/msg |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| variant | msg/s (median) | runs min–max | × baseline | p50 µs | p99 µs | p99 − baseline µs | peak RSS MiB | CPU µs/msg | broker CPU µs/msg (kernel) | broker read+write calls/msg |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (vi, v) in opts.variants.iter().enumerate() {
         if let Some(why) = sc.not_applicable(*v) {
             out.push_str(&format!(
-                "| {} | n/a ({why}) | | | | | | | | |\n",
+                "| {} | n/a ({why}) | | | | | | | | | |\n",
                 v.label()
             ));
             continue;
         }
         if let Some(e) = failures.get(&vi) {
             out.push_str(&format!(
-                "| {} | failed: {e} | | | | | | | | |\n",
+                "| {} | failed: {e} | | | | | | | | | |\n",
                 v.label()
             ));
             continue;
@@ -571,7 +582,7 @@ fn table(
             "–".into()
         };
         out.push_str(&format!(
-            "| {} | {:.0} | {:.0}–{:.0} | {:.2} | {} | {} | {} | {:.1} | {:.2} | {:.2} |\n",
+            "| {} | {:.0} | {:.0}–{:.0} | {:.2} | {} | {} | {} | {:.1} | {:.2} | {:.2} ({:.2}) | {:.3} |\n",
             v.label(),
             rate,
             lo,
@@ -583,6 +594,8 @@ fn table(
             med(vi, &|s| s.rss_kib as f64) / 1024.0,
             med(vi, &|s| s.cpu_ns as f64 / s.count.max(1) as f64) / 1e3,
             med(vi, &|s| s.broker_cpu_ns as f64 / s.count.max(1) as f64) / 1e3,
+            med(vi, &|s| s.broker_sys_ns as f64 / s.count.max(1) as f64) / 1e3,
+            med(vi, &|s| s.broker_syscalls as f64 / s.count.max(1) as f64),
         ));
     }
     out

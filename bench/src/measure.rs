@@ -120,16 +120,21 @@ pub(crate) fn peak_rss_kib(pid: &str) -> u64 {
 /// CPU time (ns) of waited-for children, from /proc/self/stat `cutime` + `cstime`
 /// (clock ticks, assumed 100 Hz: 10 ms resolution).
 pub(crate) fn children_cpu_ns() -> u64 {
-    stat_ticks("self", 13) * 10_000_000
+    stat_ticks("self", 13, 2) * 10_000_000
+}
+
+/// Kernel-mode CPU time (ns) of a process, from /proc/<pid>/stat `stime` (10 ms resolution).
+pub(crate) fn proc_sys_ns(pid: &str) -> u64 {
+    stat_ticks(pid, 12, 1) * 10_000_000
 }
 
 /// CPU time (ns) of a process, from /proc/<pid>/stat `utime` + `stime` (10 ms resolution).
 pub(crate) fn proc_cpu_ns(pid: &str) -> u64 {
-    stat_ticks(pid, 11) * 10_000_000
+    stat_ticks(pid, 11, 2) * 10_000_000
 }
 
-/// Sum of two adjacent /proc/<pid>/stat fields, `at` counted from the state field.
-fn stat_ticks(pid: &str, at: usize) -> u64 {
+/// Sum of `count` adjacent /proc/<pid>/stat fields, `at` counted from the state field.
+fn stat_ticks(pid: &str, at: usize, count: usize) -> u64 {
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0;
     };
@@ -141,5 +146,5 @@ fn stat_ticks(pid: &str, at: usize) -> u64 {
         .collect();
     // rest[0] is field 3 (state), so field k is at index k - 3: utime (14) is at 11,
     // cutime (16) at 13.
-    f.get(at).copied().unwrap_or(0) + f.get(at + 1).copied().unwrap_or(0)
+    f.iter().skip(at).take(count).sum()
 }

@@ -64,11 +64,28 @@ struct Ticket {
 }
 
 pin_project! {
-    /// A service call tagged with its ticket.
+    /// A service call tagged with its ticket. The slot is reusable: once the call has
+    /// finished its future is dropped in place and a new call can start in the same
+    /// (pinned, boxed) memory.
     struct Call<F> {
         #[pin]
-        fut: F,
+        fut: Option<F>,
         ticket: Option<Ticket>,
+    }
+}
+
+impl<F> Call<F> {
+    fn empty() -> Pin<Box<Self>> {
+        Box::pin(Call {
+            fut: None,
+            ticket: None,
+        })
+    }
+
+    fn start(self: Pin<&mut Self>, fut: F, ticket: Ticket) {
+        let mut this = self.project();
+        this.fut.set(Some(fut));
+        *this.ticket = Some(ticket);
     }
 }
 
@@ -80,9 +97,15 @@ where
     type Output = (Ticket, Result<(), BoxError>);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = ready!(this.fut.poll(cx));
-        let ticket = this.ticket.take().expect("Call polled after completion");
+        let mut this = self.project();
+        let fut = this
+            .fut
+            .as_mut()
+            .as_pin_mut()
+            .expect("a call slot is only polled while a call runs in it");
+        let result = ready!(fut.poll(cx));
+        this.fut.set(None);
+        let ticket = this.ticket.take().expect("a running call has its ticket");
         Poll::Ready((ticket, result.map(|_| ()).map_err(Into::into)))
     }
 }
@@ -226,7 +249,10 @@ where
     svc: S,
     /// `poll_ready` returned `Ready(Ok)` and the reservation is unused.
     ready: bool,
-    calls: FuturesUnordered<Call<S::Future>>,
+    calls: FuturesUnordered<Pin<Box<Call<S::Future>>>>,
+    /// A finished call slot kept for the next message: a call that completes on its
+    /// first poll then costs no allocation and never enters `calls`.
+    spare: Option<Pin<Box<Call<S::Future>>>>,
     epoch: u64,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     stopping: bool,
@@ -258,6 +284,7 @@ where
             svc,
             ready: false,
             calls: FuturesUnordered::new(),
+            spare: None,
             epoch: 0,
             shutdown: Box::pin(shutdown.cancelled_owned()),
             stopping: false,
@@ -519,7 +546,7 @@ where
                         }
                     }
                     let raw = conn.stash.take().expect("stash was filled above");
-                    self.dispatch(conn, raw);
+                    self.dispatch(conn, raw, cx);
                     progress = true;
                 }
             }
@@ -583,7 +610,7 @@ where
     }
 
     /// Start the service call for a PUBLISH (the service has reserved capacity).
-    fn dispatch(&mut self, conn: &mut Conn, raw: RawPublish) {
+    fn dispatch(&mut self, conn: &mut Conn, raw: RawPublish, cx: &mut Context<'_>) {
         self.ready = false;
         self.events
             .message_start(&raw.topic, raw.qos, raw.pkid, raw.dup);
@@ -611,10 +638,17 @@ where
             extensions: http::Extensions::new(),
         };
         conn.calls += 1;
-        self.calls.push(Call {
-            fut: self.svc.call(message),
-            ticket: Some(ticket),
-        });
+        let mut call = self.spare.take().unwrap_or_else(Call::empty);
+        call.as_mut().start(self.svc.call(message), ticket);
+        // Many calls finish at once (fast handlers, a hand-off to a channel): finish
+        // those here; only calls that wait go into the set that is polled by wake-up.
+        match call.as_mut().poll(cx) {
+            Poll::Ready((ticket, result)) => {
+                self.spare = Some(call);
+                self.finish(conn, ticket, result);
+            }
+            Poll::Pending => self.calls.push(call),
+        }
     }
 
     /// A service call finished: decide its disposition and release acks in order.

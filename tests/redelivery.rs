@@ -246,3 +246,73 @@ async fn reject_on_failure_acknowledges_with_an_error_reason_on_mqtt5() {
     )
     .await;
 }
+
+/// Once failures fill the window, the connection takes no new message until the
+/// redelivery reconnect, even when calls fail at once (finished inside the dispatch
+/// loop). Checked over the event log: between the failure that fills the window and the
+/// reconnect, no message starts.
+async fn no_new_work_once_failures_fill_the_window(max_inflight: usize) {
+    let broker = Broker::start(BrokerOptions::default());
+    let id = unique("full");
+    let topic = unique("t");
+    let n = 30;
+    let attempted = Arc::new(Mutex::new(HashSet::new()));
+    let a = attempted.clone();
+    // Fails synchronously on the first attempt: the future is ready at its first poll.
+    let svc = service_fn(move |m: Message| {
+        let first = a.lock().unwrap().insert(m.payload().clone());
+        std::future::ready(if first {
+            Err::<(), BoxError>("first attempt fails".into())
+        } else {
+            Ok(())
+        })
+    });
+    let running = spawn(
+        builder(config(&broker, &id), &topic, Q::AtLeastOnce)
+            .max_inflight(max_inflight)
+            .redeliver_after(Duration::from_secs(30)),
+        svc,
+    );
+    running.events.wait_subscribed(1, 1).await;
+    publish_many(&broker, &topic, rqos(Q::AtLeastOnce), payloads("w", n)).await;
+    running
+        .events
+        .wait_successes(n, Duration::from_secs(60))
+        .await;
+    let events = running.events.all();
+    running.stop().await.unwrap();
+
+    let (mut withheld, mut closing) = (0, false);
+    for (i, e) in events.iter().enumerate() {
+        match e {
+            Ev::Up { .. } => (withheld, closing) = (0, false),
+            Ev::Ack { disposition: Disposition::Redeliver, .. } => {
+                withheld += 1;
+                closing |= withheld >= max_inflight;
+            }
+            Ev::Start { .. } => assert!(
+                !closing,
+                "event {i}: a message started after {withheld} failures filled a window of {max_inflight}"
+            ),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn no_new_message_is_taken_once_failures_fill_a_window_of_one() {
+    with_timeout(
+        Duration::from_secs(90),
+        no_new_work_once_failures_fill_the_window(1),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn no_new_message_is_taken_once_failures_fill_a_window_of_three() {
+    with_timeout(
+        Duration::from_secs(90),
+        no_new_work_once_failures_fill_the_window(3),
+    )
+    .await;
+}

@@ -439,13 +439,14 @@ where
                 self.finish(conn, ticket, result);
             }
 
-            // 2. Redelivery: failures would fill the window, or have waited long enough.
+            // 2. Redelivery: failures have waited long enough (a full window starts
+            //    closing as soon as the failure is decided, in `finish`).
             if conn.running() && conn.withheld > 0 {
                 let timer_fired = conn
                     .redeliver_timer
                     .as_mut()
                     .is_some_and(|t| t.as_mut().poll(cx).is_ready());
-                if timer_fired || conn.withheld >= max_inflight {
+                if timer_fired {
                     let failures = conn.withheld;
                     conn.begin_closing(Exit::Redeliver { failures }, self.settings.drain_timeout);
                 }
@@ -521,7 +522,7 @@ where
                 }
             }
             if conn.running() {
-                while self.held(conn) < max_inflight {
+                while conn.running() && self.held(conn) < max_inflight {
                     if conn.stash.is_none() {
                         match self.decode_next(conn)? {
                             Decoded::NeedMore(n) => {
@@ -678,6 +679,12 @@ where
             conn.withheld += 1;
             if conn.redeliver_timer.is_none() {
                 conn.redeliver_timer = Some(Box::pin(sleep(self.settings.redeliver_after)));
+            }
+            // Failures would fill the window: take no new message from here on (this
+            // may run inside the dispatch loop, for a call that failed at once).
+            if conn.withheld >= self.settings.max_inflight {
+                let failures = conn.withheld;
+                conn.begin_closing(Exit::Redeliver { failures }, self.settings.drain_timeout);
             }
         }
         conn.order.decide(seq, disposition);

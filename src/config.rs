@@ -100,40 +100,6 @@ pub enum QoS {
     ExactlyOnce = 2,
 }
 
-impl QoS {
-    pub(crate) fn to_rumqttc(self) -> rumqttc::mqttbytes::QoS {
-        match self {
-            QoS::AtMostOnce => rumqttc::mqttbytes::QoS::AtMostOnce,
-            QoS::AtLeastOnce => rumqttc::mqttbytes::QoS::AtLeastOnce,
-            QoS::ExactlyOnce => rumqttc::mqttbytes::QoS::ExactlyOnce,
-        }
-    }
-
-    pub(crate) fn from_rumqttc(qos: rumqttc::mqttbytes::QoS) -> Self {
-        match qos {
-            rumqttc::mqttbytes::QoS::AtMostOnce => QoS::AtMostOnce,
-            rumqttc::mqttbytes::QoS::AtLeastOnce => QoS::AtLeastOnce,
-            rumqttc::mqttbytes::QoS::ExactlyOnce => QoS::ExactlyOnce,
-        }
-    }
-
-    pub(crate) fn to_v5(self) -> rumqttc::v5::mqttbytes::QoS {
-        match self {
-            QoS::AtMostOnce => rumqttc::v5::mqttbytes::QoS::AtMostOnce,
-            QoS::AtLeastOnce => rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-            QoS::ExactlyOnce => rumqttc::v5::mqttbytes::QoS::ExactlyOnce,
-        }
-    }
-
-    pub(crate) fn from_v5(qos: rumqttc::v5::mqttbytes::QoS) -> Self {
-        match qos {
-            rumqttc::v5::mqttbytes::QoS::AtMostOnce => QoS::AtMostOnce,
-            rumqttc::v5::mqttbytes::QoS::AtLeastOnce => QoS::AtLeastOnce,
-            rumqttc::v5::mqttbytes::QoS::ExactlyOnce => QoS::ExactlyOnce,
-        }
-    }
-}
-
 /// Default largest incoming packet: enough for a 1 MiB payload plus topic and properties.
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 1024 * 1024 + 64 * 1024;
 /// Largest packet MQTT can encode (256 MiB), and so the largest `max_packet_size`.

@@ -9,55 +9,11 @@ use tower_service::Service;
 
 use crate::config::{Config, ProtoVer, QoS, MAX_PACKET_SIZE_LIMIT};
 use crate::disposition::{AckPolicy, OnFailure, OnSuccess};
-use crate::driver::codec::{Codec, ConnectParams};
-use crate::driver::{Backoff, Driver};
+use crate::driver::{Backoff, Codec, Driver, Settings};
 use crate::error::{BoxError, ConfigError, RunError};
 use crate::event::{Event, Hook};
 use crate::message::{Message, Origin};
 use crate::topic;
-
-/// Everything a connection driver needs, validated.
-pub(crate) struct Settings {
-    pub(crate) config: Config,
-    pub(crate) client_id: String,
-    /// Filters as sent in SUBSCRIBE (with the `$share/<group>/` prefix when grouped).
-    pub(crate) subscriptions: Vec<(String, QoS)>,
-    pub(crate) shared_group: Option<String>,
-    /// Filters as the user gave them.
-    pub(crate) filters: Arc<[String]>,
-    pub(crate) concurrency: usize,
-    pub(crate) max_inflight: usize,
-    pub(crate) policy: AckPolicy,
-    pub(crate) drain_timeout: Duration,
-    pub(crate) redeliver_after: Duration,
-    pub(crate) backoff: Backoff,
-    pub(crate) max_reconnect_attempts: Option<u32>,
-    pub(crate) codec: Codec,
-    pub(crate) hook: Option<Hook>,
-}
-
-impl Settings {
-    pub(crate) fn connect_params<'a>(&'a self, origin: &'a Origin) -> ConnectParams<'a> {
-        let v5 = self.codec == Codec::V5;
-        let c = &self.config;
-        ConnectParams {
-            client_id: &origin.client_id,
-            keepalive_secs: c.keepalive.as_secs() as u16,
-            clean_start: c.clean_start,
-            username: c.username.as_deref(),
-            password: c.password.as_ref().map(|p| p.0.as_str()),
-            session_expiry: (v5 && !c.clean_start).then_some(c.session_expiry.as_secs() as u32),
-            receive_maximum: v5.then_some(self.max_inflight as u16),
-            // Deliberately not sent: MQTT 5 lets a broker silently discard a message over
-            // the client's Maximum Packet Size. Unannounced, an oversized packet reaches
-            // us, fails loudly (DownReason::PacketTooLarge) and stays on the broker.
-            max_packet_size: None,
-            will: c.will.as_ref(),
-            bridge_mode: c.bridge_mode,
-            properties: v5.then_some(&c.properties),
-        }
-    }
-}
 
 /// Builds a [`Consumer`]; see [`Consumer::builder`].
 #[derive(Clone)]
@@ -86,18 +42,6 @@ impl std::fmt::Debug for ConsumerBuilder {
             .field("max_inflight", &self.max_inflight)
             .field("policy", &self.policy)
             .field("on_event", &self.hook.is_some())
-            .finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings")
-            .field("config", &self.config)
-            .field("client_id", &self.client_id)
-            .field("subscriptions", &self.subscriptions)
-            .field("max_inflight", &self.max_inflight)
-            .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
@@ -411,10 +355,6 @@ impl ConsumerBuilder {
                 None => (f.clone(), *q),
             })
             .collect();
-        let codec = match c.proto_ver {
-            ProtoVer::V5 => Codec::V5,
-            _ => Codec::V4,
-        };
         Ok(Consumer {
             settings: Arc::new(Settings {
                 client_id,
@@ -428,7 +368,7 @@ impl ConsumerBuilder {
                 redeliver_after: self.redeliver_after,
                 backoff: Backoff { min, max },
                 max_reconnect_attempts,
-                codec,
+                codec: Codec::for_protocol(c.proto_ver),
                 hook: self.hook,
                 config: self.config,
             }),

@@ -1,6 +1,6 @@
 //! Errors: bad configuration, and why a running consumer stopped.
 
-use crate::event::DownReason;
+use std::fmt;
 
 /// Boxed error type used where a layer or the service adds a failure.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -180,3 +180,133 @@ pub enum RunError {
     #[error("connection task panicked: {0}")]
     Panicked(String),
 }
+
+/// Why a connection went down or could not be made.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DownReason {
+    /// CONNACK: bad user name or password.
+    BadCredentials,
+    /// CONNACK: not authorized.
+    NotAuthorized,
+    /// CONNACK: the server is unavailable.
+    ServerUnavailable,
+    /// CONNACK or DISCONNECT: the server is busy.
+    ServerBusy,
+    /// CONNACK or DISCONNECT: a quota was exceeded.
+    QuotaExceeded,
+    /// CONNACK refused for another reason; `code` is the raw return/reason code.
+    Refused {
+        /// Raw CONNACK return code (MQTT 3.1.1) or reason code (MQTT 5).
+        code: u8,
+        /// Readable name of the code.
+        name: String,
+    },
+    /// The host name did not resolve.
+    Dns(String),
+    /// Nothing listens at the address (TCP connection refused).
+    ConnectionRefused,
+    /// No TCP connection or no CONNACK within `connect_timeout`.
+    Timeout,
+    /// The broker did not answer a PINGREQ within half a keepalive interval.
+    KeepaliveTimeout,
+    /// The broker closed the connection.
+    Closed,
+    /// MQTT 5 DISCONNECT from the server with this reason code.
+    ServerDisconnect {
+        /// Raw reason code.
+        code: u8,
+    },
+    /// A packet larger than `max_packet_size` arrived.
+    PacketTooLarge {
+        /// Size of the packet, when known.
+        size: usize,
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The broker sent something that is not valid MQTT.
+    Protocol(String),
+    /// Not a fault: the connection was closed on purpose to resume the session, so the
+    /// broker redelivers this many withheld failures ([`OnFailure::Redeliver`](crate::OnFailure::Redeliver)).
+    Redelivery {
+        /// Failures waiting for redelivery.
+        failures: usize,
+    },
+    /// TLS: the broker's certificate is not signed by a trusted CA (check
+    /// [`TlsOptions::ca_file`](crate::config::TlsOptions::ca_file)).
+    TlsUnknownCa,
+    /// TLS: the broker's certificate has expired or is not valid yet.
+    TlsCertificateExpired,
+    /// TLS: the broker's certificate was rejected for another reason, e.g. it is not
+    /// issued for the host name (see
+    /// [`TlsOptions::server_name`](crate::config::TlsOptions::server_name)).
+    TlsBadCertificate(String),
+    /// TLS: the broker requires a client certificate and none was sent (see
+    /// [`TlsOptions::client_cert_files`](crate::config::TlsOptions::client_cert_files)).
+    TlsClientCertRequired,
+    /// TLS: the broker rejected the client certificate (the alert it sent).
+    TlsClientCertRejected(String),
+    /// TLS: the handshake failed for another reason.
+    TlsHandshake(String),
+    /// The websocket upgrade failed (wrong path, no `mqtt` subprotocol, not a
+    /// websocket listener), or the websocket broke.
+    WebSocket(String),
+    /// Any other I/O error.
+    Io {
+        /// The error kind.
+        kind: std::io::ErrorKind,
+        /// The error message.
+        message: String,
+    },
+}
+
+impl fmt::Display for DownReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DownReason::BadCredentials => f.write_str("bad user name or password"),
+            DownReason::NotAuthorized => f.write_str("not authorized"),
+            DownReason::ServerUnavailable => f.write_str("server unavailable"),
+            DownReason::ServerBusy => f.write_str("server busy"),
+            DownReason::QuotaExceeded => f.write_str("quota exceeded"),
+            DownReason::Refused { code, name } => {
+                write!(f, "connection refused by broker: {name} (code {code})")
+            }
+            DownReason::Dns(e) => write!(f, "DNS lookup failed: {e}"),
+            DownReason::ConnectionRefused => f.write_str("TCP connection refused"),
+            DownReason::Timeout => f.write_str("timed out connecting"),
+            DownReason::KeepaliveTimeout => f.write_str("broker did not answer PINGREQ"),
+            DownReason::Closed => f.write_str("connection closed by broker"),
+            DownReason::ServerDisconnect { code } => {
+                write!(f, "broker sent DISCONNECT (reason 0x{code:02x})")
+            }
+            DownReason::PacketTooLarge { size, limit } => write!(
+                f,
+                "incoming packet of {size} bytes exceeds max_packet_size ({limit}); raise Config::max_packet_size"
+            ),
+            DownReason::Protocol(e) => write!(f, "protocol error: {e}"),
+            DownReason::Redelivery { failures } => {
+                write!(f, "reconnecting to have {failures} failed message(s) redelivered")
+            }
+            DownReason::TlsUnknownCa => f.write_str(
+                "TLS: the broker's certificate is not signed by a trusted CA (set TlsOptions::ca_file)",
+            ),
+            DownReason::TlsCertificateExpired => {
+                f.write_str("TLS: the broker's certificate has expired or is not valid yet")
+            }
+            DownReason::TlsBadCertificate(e) => {
+                write!(f, "TLS: the broker's certificate was rejected: {e}")
+            }
+            DownReason::TlsClientCertRequired => f.write_str(
+                "TLS: the broker requires a client certificate (set TlsOptions::client_cert_files)",
+            ),
+            DownReason::TlsClientCertRejected(alert) => {
+                write!(f, "TLS: the broker rejected the client certificate ({alert})")
+            }
+            DownReason::TlsHandshake(e) => write!(f, "TLS handshake failed: {e}"),
+            DownReason::WebSocket(e) => write!(f, "websocket: {e}"),
+            DownReason::Io { kind, message } => write!(f, "I/O error ({kind:?}): {message}"),
+        }
+    }
+}
+
+impl std::error::Error for DownReason {}

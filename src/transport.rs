@@ -2,19 +2,22 @@
 //!
 //! [`connect`] resolves the host, opens the TCP connection, runs the TLS handshake when
 //! [`Config::tls`] is set and the websocket upgrade when [`Config::websocket`] is set,
-//! and hands the driver one [`Io`]. Failures become typed [`DownReason`]s; rustls and
-//! websocket errors that surface later (e.g. TLS 1.3 reports a missing client
-//! certificate only on the first read) are recognised by [`classify_io`], which
-//! [`DownReason::from_io`] consults.
+//! and hands the driver one [`Io`]. Failures become typed [`DownReason`]s; every I/O
+//! error, including rustls and websocket errors that surface later (e.g. TLS 1.3
+//! reports a missing client certificate only on the first read), is mapped by
+//! [`down_reason`].
 
 use std::io;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::config::Config;
-use crate::driver::Io;
-use crate::error::ConfigError;
-use crate::event::DownReason;
+use crate::error::{ConfigError, DownReason};
+
+/// A byte stream to the broker: TCP, TLS or websocket.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 #[cfg(feature = "tls")]
 pub(crate) use tls::client_config;
@@ -60,10 +63,10 @@ async fn tcp_connect(host: &str, port: u16) -> Result<TcpStream, DownReason> {
     for addr in addrs {
         match TcpStream::connect(addr).await {
             Ok(tcp) => {
-                tcp.set_nodelay(true).map_err(DownReason::from_io)?;
+                tcp.set_nodelay(true).map_err(down_reason)?;
                 return Ok(tcp);
             }
-            Err(e) => last = DownReason::from_io(e),
+            Err(e) => last = down_reason(e),
         }
     }
     Err(last)
@@ -132,8 +135,28 @@ const NO_WEBSOCKET: Missing = Missing {
     instead: "enable the `websocket` feature of tower-mqtt",
 };
 
+/// The typed reason for an I/O error on the broker connection.
+pub(crate) fn down_reason(err: io::Error) -> DownReason {
+    use std::io::ErrorKind;
+    if let Some(reason) = classify_io(&err) {
+        return reason;
+    }
+    match err.kind() {
+        ErrorKind::ConnectionRefused => DownReason::ConnectionRefused,
+        ErrorKind::TimedOut => DownReason::Timeout,
+        ErrorKind::UnexpectedEof
+        | ErrorKind::ConnectionReset
+        | ErrorKind::ConnectionAborted
+        | ErrorKind::BrokenPipe => DownReason::Closed,
+        kind => DownReason::Io {
+            kind,
+            message: err.to_string(),
+        },
+    }
+}
+
 /// The typed reason for an I/O error that carries a TLS or websocket error, if it does.
-pub(crate) fn classify_io(err: &io::Error) -> Option<DownReason> {
+fn classify_io(err: &io::Error) -> Option<DownReason> {
     #[allow(unused_variables)]
     let inner = err.get_ref()?;
     #[cfg(feature = "tls")]
@@ -169,10 +192,10 @@ mod tls {
         SignatureScheme,
     };
 
+    use super::{down_reason, Io};
     use crate::config::{Pem, TlsOptions};
-    use crate::driver::Io;
     use crate::error::ConfigError;
-    use crate::event::DownReason;
+    use crate::error::DownReason;
 
     /// Run the TLS handshake over `io`.
     pub(super) async fn handshake(
@@ -186,7 +209,7 @@ mod tls {
         let stream = tokio_rustls::TlsConnector::from(Arc::new(client))
             .connect(name, io)
             .await
-            .map_err(DownReason::from_io)?;
+            .map_err(down_reason)?;
         Ok(Box::new(stream))
     }
 
@@ -391,9 +414,9 @@ mod ws {
     };
     use tokio_tungstenite::WebSocketStream;
 
+    use super::{down_reason, Io};
     use crate::config::Config;
-    use crate::driver::Io;
-    use crate::event::DownReason;
+    use crate::error::DownReason;
 
     /// A websocket failure carried inside an `io::Error`.
     #[derive(Debug)]
@@ -443,7 +466,7 @@ mod ws {
         let (ws, _response) = tokio_tungstenite::client_async_with_config(request, io, Some(ws_config))
         .await
         .map_err(|e| match e {
-            tungstenite::Error::Io(e) => match DownReason::from_io(e) {
+            tungstenite::Error::Io(e) => match down_reason(e) {
                 DownReason::Closed => DownReason::WebSocket(
                     "the server closed the connection during the upgrade (is it a websockets listener?)"
                         .into(),

@@ -13,8 +13,8 @@ use rumqttc::mqttbytes::v4;
 use rumqttc::v5::mqttbytes as m5;
 use rumqttc::v5::mqttbytes::v5;
 
-use crate::config::QoS;
-use crate::event::DownReason;
+use crate::config::{ProtoVer, QoS};
+use crate::error::DownReason;
 use crate::message::PublishProperties;
 
 /// Which protocol a connection speaks.
@@ -97,6 +97,14 @@ pub(crate) enum Decoded {
 }
 
 impl Codec {
+    /// The codec for a protocol version (MQTT 3.1 is refused before this is asked).
+    pub(crate) fn for_protocol(proto: ProtoVer) -> Self {
+        match proto {
+            ProtoVer::V5 => Codec::V5,
+            ProtoVer::V3 | ProtoVer::V4 => Codec::V4,
+        }
+    }
+
     pub(crate) fn decode(self, buf: &mut BytesMut, max: usize) -> Result<Decoded, DownReason> {
         if let Some(result) = self.decode_publish(buf, max) {
             return result;
@@ -230,7 +238,7 @@ impl Codec {
                 connect.last_will = p.will.map(|w| v4::LastWill {
                     topic: w.topic.clone(),
                     message: w.payload.clone(),
-                    qos: w.qos.to_rumqttc(),
+                    qos: to_v4(w.qos),
                     retain: w.retain,
                 });
                 let start = buf.len();
@@ -261,7 +269,7 @@ impl Codec {
                 let will = p.will.map(|w| v5::LastWill {
                     topic: Bytes::from(w.topic.clone()),
                     message: w.payload.clone(),
-                    qos: w.qos.to_v5(),
+                    qos: to_v5(w.qos),
                     retain: w.retain,
                     properties: None,
                 });
@@ -305,14 +313,14 @@ impl Codec {
             Codec::V4 => {
                 let filters = filters
                     .iter()
-                    .map(|(f, q)| v4::SubscribeFilter::new(f.clone(), q.to_rumqttc()))
+                    .map(|(f, q)| v4::SubscribeFilter::new(f.clone(), to_v4(*q)))
                     .collect();
                 write_v4(v4::Packet::Subscribe(v4::Subscribe { pkid, filters }), buf);
             }
             Codec::V5 => {
                 let filters = filters
                     .iter()
-                    .map(|(f, q)| v5::Filter::new(f.clone(), q.to_v5()))
+                    .map(|(f, q)| v5::Filter::new(f.clone(), to_v5(*q)))
                     .collect();
                 let subscribe = v5::Subscribe {
                     pkid,
@@ -378,7 +386,7 @@ fn from_v4(packet: v4::Packet) -> Result<Inbound, DownReason> {
         v4::Packet::Publish(p) => Inbound::Publish(RawPublish {
             topic: ByteString::from(p.topic),
             payload: p.payload,
-            qos: QoS::from_rumqttc(p.qos),
+            qos: from_v4_qos(p.qos),
             retain: p.retain,
             dup: p.dup,
             pkid: p.pkid,
@@ -392,7 +400,7 @@ fn from_v4(packet: v4::Packet) -> Result<Inbound, DownReason> {
                 .return_codes
                 .into_iter()
                 .map(|c| match c {
-                    v4::SubscribeReasonCode::Success(q) => SubCode::Granted(QoS::from_rumqttc(q)),
+                    v4::SubscribeReasonCode::Success(q) => SubCode::Granted(from_v4_qos(q)),
                     v4::SubscribeReasonCode::Failure => SubCode::Refused {
                         code: 0x80,
                         name: "Failure",
@@ -424,7 +432,7 @@ fn from_v5(packet: v5::Packet) -> Result<Inbound, DownReason> {
             topic: ByteString::try_from(p.topic)
                 .map_err(|_| DownReason::Protocol("PUBLISH topic is not UTF-8".into()))?,
             payload: p.payload,
-            qos: QoS::from_v5(p.qos),
+            qos: from_v5_qos(p.qos),
             retain: p.retain,
             dup: p.dup,
             pkid: p.pkid,
@@ -519,7 +527,7 @@ fn refused(code: u8, name: &str) -> DownReason {
 fn v5_suback_code(code: v5::SubscribeReasonCode) -> SubCode {
     use v5::SubscribeReasonCode as C;
     let (code, name) = match code {
-        C::Success(q) => return SubCode::Granted(QoS::from_v5(q)),
+        C::Success(q) => return SubCode::Granted(from_v5_qos(q)),
         C::Failure | C::Unspecified => (0x80, "UnspecifiedError"),
         C::ImplementationSpecific => (0x83, "ImplementationSpecificError"),
         C::NotAuthorized => (0x87, "NotAuthorized"),
@@ -531,6 +539,41 @@ fn v5_suback_code(code: v5::SubscribeReasonCode) -> SubCode {
         C::WildcardSubscriptionsNotSupported => (0xA2, "WildcardSubscriptionsNotSupported"),
     };
     SubCode::Refused { code, name }
+}
+
+// The crate's `QoS` is public vocabulary and knows nothing of rumqttc; the conversions to
+// and from the codec's two QoS types live here, next to their only users.
+
+fn to_v4(qos: QoS) -> m::QoS {
+    match qos {
+        QoS::AtMostOnce => m::QoS::AtMostOnce,
+        QoS::AtLeastOnce => m::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => m::QoS::ExactlyOnce,
+    }
+}
+
+fn from_v4_qos(qos: m::QoS) -> QoS {
+    match qos {
+        m::QoS::AtMostOnce => QoS::AtMostOnce,
+        m::QoS::AtLeastOnce => QoS::AtLeastOnce,
+        m::QoS::ExactlyOnce => QoS::ExactlyOnce,
+    }
+}
+
+fn to_v5(qos: QoS) -> m5::QoS {
+    match qos {
+        QoS::AtMostOnce => m5::QoS::AtMostOnce,
+        QoS::AtLeastOnce => m5::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => m5::QoS::ExactlyOnce,
+    }
+}
+
+fn from_v5_qos(qos: m5::QoS) -> QoS {
+    match qos {
+        m5::QoS::AtMostOnce => QoS::AtMostOnce,
+        m5::QoS::AtLeastOnce => QoS::AtLeastOnce,
+        m5::QoS::ExactlyOnce => QoS::ExactlyOnce,
+    }
 }
 
 #[cfg(test)]

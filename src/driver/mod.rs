@@ -19,8 +19,12 @@
 //! * every PUBREL gets its PUBCOMP, even after a resume (rumqttc #664);
 //! * service futures are polled on the connection's own task: no spawn, no channel hop.
 
-pub(crate) mod codec;
-pub(crate) mod order;
+mod codec;
+mod order;
+mod settings;
+
+pub(crate) use codec::Codec;
+pub(crate) use settings::Settings;
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -31,26 +35,23 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use pin_project_lite::pin_project;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{sleep, Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower_service::Service;
 
 use crate::config::QoS;
-use crate::consumer::Settings;
 use crate::disposition::Disposition;
+use crate::error::DownReason;
 use crate::error::{BoxError, RunError};
-use crate::event::{DownReason, Emitter, Status};
+use crate::event::{Emitter, Status};
 use crate::message::{Message, Origin};
-use codec::{Codec, Decoded, Inbound, RawPublish, SubCode};
+use crate::transport::{down_reason, Io};
+use codec::{Decoded, Inbound, RawPublish, SubCode};
 use order::AckOrder;
 
 /// Bytes requested from the socket per read when the buffer runs low.
 const READ_CHUNK: usize = 64 * 1024;
-
-/// A byte stream to the broker: TCP, TLS or websocket (see `crate::transport`).
-pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
-impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 /// What a service call needs to report back when it finishes.
 struct Ticket {
@@ -566,14 +567,14 @@ where
                         conn.needs_flush = true;
                         progress = true;
                     }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(DownReason::from_io(e).into())),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(down_reason(e).into())),
                     Poll::Pending => break,
                 }
             }
             if conn.wbuf.is_empty() && conn.needs_flush {
                 match Pin::new(&mut conn.io).poll_flush(cx) {
                     Poll::Ready(Ok(())) => conn.needs_flush = false,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(DownReason::from_io(e).into())),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(down_reason(e).into())),
                     Poll::Pending => {}
                 }
             }
@@ -593,7 +594,7 @@ where
                         conn.rx_total += n as u64;
                         progress = true;
                     }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(DownReason::from_io(e).into())),
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(down_reason(e).into())),
                     Poll::Pending => {}
                 }
             }
@@ -882,10 +883,8 @@ async fn open(
         settings
             .codec
             .encode_connect(&settings.connect_params(&origin), &mut wbuf);
-        io.write_all_buf(&mut wbuf)
-            .await
-            .map_err(DownReason::from_io)?;
-        io.flush().await.map_err(DownReason::from_io)?;
+        io.write_all_buf(&mut wbuf).await.map_err(down_reason)?;
+        io.flush().await.map_err(down_reason)?;
 
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
         loop {
@@ -905,7 +904,7 @@ async fn open(
                     )))
                 }
                 Decoded::NeedMore(_) => {
-                    if io.read_buf(&mut rbuf).await.map_err(DownReason::from_io)? == 0 {
+                    if io.read_buf(&mut rbuf).await.map_err(down_reason)? == 0 {
                         return Err(DownReason::Closed);
                     }
                 }

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
 use crate::config::{Config, ProtoVer, QoS, MAX_PACKET_SIZE_LIMIT};
-use crate::disposition::{AckPolicy, OnFailure, OnSuccess};
+use crate::disposition::{AckPolicy, Classify, Decider, OnFailure, OnSuccess};
 use crate::driver::{Backoff, Codec, Driver, Settings};
 use crate::error::{BoxError, ConfigError, RunError};
 use crate::event::{Event, Hook};
@@ -25,6 +25,9 @@ pub struct ConsumerBuilder {
     concurrency: usize,
     max_inflight: usize,
     policy: AckPolicy,
+    /// Whether `on_success` / `on_failure` were called (they conflict with `classify`).
+    policy_set: bool,
+    classifier: Option<Arc<dyn Classify>>,
     drain_timeout: Duration,
     redeliver_after: Duration,
     backoff: (Duration, Duration),
@@ -41,6 +44,7 @@ impl std::fmt::Debug for ConsumerBuilder {
             .field("concurrency", &self.concurrency)
             .field("max_inflight", &self.max_inflight)
             .field("policy", &self.policy)
+            .field("classify", &self.classifier.is_some())
             .field("on_event", &self.hook.is_some())
             .finish_non_exhaustive()
     }
@@ -100,12 +104,24 @@ impl ConsumerBuilder {
     /// What to do when the service returns `Ok`. Default [`OnSuccess::Ack`].
     pub fn on_success(mut self, on_success: OnSuccess) -> Self {
         self.policy.on_success = on_success;
+        self.policy_set = true;
         self
     }
 
     /// What to do when the service returns `Err`. Default [`OnFailure::Redeliver`].
     pub fn on_failure(mut self, on_failure: OnFailure) -> Self {
         self.policy.on_failure = on_failure;
+        self.policy_set = true;
+        self
+    }
+
+    /// Decide every message's [`Disposition`](crate::Disposition) with `classifier`
+    /// instead of the [`AckPolicy`] of `on_success` / `on_failure` (setting both is
+    /// [`ConfigError::ConflictingOption`]). A [marker error](crate::disposition::marker)
+    /// returned by the service still wins. With `clean_start(true)` a `Redeliver`
+    /// decision is carried out as `Leave` (there is no session to resume).
+    pub fn classify(mut self, classifier: impl Classify) -> Self {
+        self.classifier = Some(Arc::new(classifier));
         self
     }
 
@@ -315,7 +331,17 @@ impl ConsumerBuilder {
         if self.max_inflight == 0 || self.max_inflight > 65_535 {
             return Err(ConfigError::InvalidMaxInflight(self.max_inflight));
         }
-        if self.policy.on_failure == OnFailure::Redeliver && c.clean_start {
+        if self.classifier.is_some() && self.policy_set {
+            return Err(ConfigError::ConflictingOption {
+                option: "classify".into(),
+                other: "on_success / on_failure",
+                resolution: "a classifier replaces the on_success / on_failure rules; decide failures inside the classifier, or drop classify",
+            });
+        }
+        if self.classifier.is_none()
+            && self.policy.on_failure == OnFailure::Redeliver
+            && c.clean_start
+        {
             return Err(ConfigError::RedeliverNeedsSession);
         }
         if self.drain_timeout.is_zero() {
@@ -355,7 +381,11 @@ impl ConsumerBuilder {
                 None => (f.clone(), *q),
             })
             .collect();
+        let classifier = self
+            .classifier
+            .unwrap_or_else(|| Arc::new(self.policy) as Arc<dyn Classify>);
         Ok(Consumer {
+            decider: Decider::new(classifier, !c.clean_start),
             settings: Arc::new(Settings {
                 client_id,
                 subscriptions,
@@ -399,6 +429,7 @@ impl ConsumerBuilder {
 #[derive(Debug, Clone)]
 pub struct Consumer {
     settings: Arc<Settings>,
+    decider: Decider,
 }
 
 impl Consumer {
@@ -411,6 +442,8 @@ impl Consumer {
             concurrency: 1,
             max_inflight: 100,
             policy: AckPolicy::default(),
+            policy_set: false,
+            classifier: None,
             drain_timeout: Duration::from_secs(30),
             redeliver_after: Duration::from_secs(1),
             backoff: (Duration::from_millis(100), Duration::from_secs(30)),
@@ -447,6 +480,7 @@ impl Consumer {
                 host: self.settings.config.host.clone(),
                 port: self.settings.config.port,
                 filters: self.settings.filters.clone(),
+                decider: self.decider.clone(),
             });
             let driver = Driver::new(self.settings.clone(), origin, service.clone(), stop.clone());
             tasks.spawn(driver.run());

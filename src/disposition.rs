@@ -1,32 +1,28 @@
 //! **The one place where a service result becomes an acknowledgement decision.**
 //!
 //! The consumer calls your service with each [`Message`](crate::Message). When the call
-//! finishes, [`AckPolicy::decide`] maps its `Result` to a [`Disposition`]; the connection
-//! driver carries the disposition out on the wire. Layers never acknowledge anything:
-//! they only shape the `Result`.
+//! finishes, its `Result` becomes a [`Disposition`] in two steps:
 //!
-//! | service result | policy | disposition | on the wire (QoS 1 / QoS 2) |
-//! |---|---|---|---|
-//! | `Ok` | [`OnSuccess::Ack`] | [`Disposition::Ack`] | PUBACK / PUBREC, in arrival order |
-//! | `Err` | [`OnFailure::Redeliver`] (default) | [`Disposition::Redeliver`] | nothing now; the session is resumed so the broker sends it again |
-//! | `Err` | [`OnFailure::Noop`] | [`Disposition::Leave`] | nothing; the broker resends it when the session is next resumed |
-//! | `Err` | [`OnFailure::Ack`] | [`Disposition::Ack`] | PUBACK / PUBREC: the message is dropped |
-//! | `Err` | [`OnFailure::Reject`] | [`Disposition::Reject`] | MQTT 5: PUBACK / PUBREC with reason 0x80 (Unspecified error); MQTT 3.1.1: plain PUBACK / PUBREC |
+//! 1. **A marker error, if the service returned one.** [`Reject`], [`Permanent`] and
+//!    [`Redeliver`] let a service (or a layer) decide for *this* message; they are found
+//!    anywhere in the error's [`source`](std::error::Error::source) chain, so layers that
+//!    wrap errors do not hide them ([`marker`]).
+//! 2. **Otherwise the consumer's classifier** ([`Classify`]): by default the
+//!    [`AckPolicy`] built from [`OnSuccess`] and [`OnFailure`], or any closure given to
+//!    [`ConsumerBuilder::classify`](crate::ConsumerBuilder::classify).
 //!
-//! QoS 0 messages have nothing to acknowledge; their disposition is still decided and
-//! reported, but nothing is sent and nothing can be redelivered.
+//! The connection driver then carries the disposition out on the wire
+//! ([`Disposition::ack_reason`]). Layers never acknowledge anything: they shape the
+//! `Result`, and can ask [`Origin::disposition`](crate::Origin::disposition) what the
+//! consumer will do with it.
 //!
-//! # Ordering
-//!
-//! MQTT requires acknowledgements in the order the messages arrived (MQTT-4.6.0-2), and
-//! some brokers stall when they are not. Services finish in any order, so each
-//! connection holds a finished message's acknowledgement until every message that
-//! arrived before it on that connection has been decided. A message that is *not*
-//! acknowledged (Leave or Redeliver) leaves the order when it is decided: it never
-//! holds back the acknowledgements behind it, and it is never acknowledged on that
-//! connection afterwards. The acknowledgements that are sent therefore always follow
-//! arrival order.
+#![doc = include_str!("../docs/dispositions.md")]
 
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::config::QoS;
 use crate::error::BoxError;
 
 /// What to do when the service returns `Ok`.
@@ -72,30 +68,154 @@ pub enum Disposition {
     Leave,
     /// Leave it unacknowledged and resume the session soon so it comes back.
     Redeliver,
-    /// Acknowledge it with an error reason (MQTT 5) or plainly (MQTT 3.1.1).
+    /// Acknowledge it as failed: MQTT 5 reason 0x80 (Unspecified error); MQTT 3.1.1 a
+    /// plain acknowledgement. The same as `RejectWith(RejectReason::UnspecifiedError)`.
     Reject,
+    /// Acknowledge it as failed with this MQTT 5 reason code (MQTT 3.1.1: a plain
+    /// acknowledgement). Chosen by a service through the [`Reject`] marker.
+    RejectWith(RejectReason),
 }
 
 impl Disposition {
-    /// Whether an acknowledgement goes to the broker.
+    /// Whether an acknowledgement goes to the broker (for a QoS 1 or 2 message).
     pub fn acknowledges(self) -> bool {
-        matches!(self, Disposition::Ack | Disposition::Reject)
+        self.ack_reason(QoS::AtLeastOnce).is_some()
     }
 
-    /// Stable lowercase name, used in telemetry.
+    /// What goes on the wire for a message of `qos`: `Some(reason code)` when it is
+    /// acknowledged (PUBACK for QoS 1, PUBREC for QoS 2; `0x00` is Success, and MQTT
+    /// 3.1.1 sends no reason code at all), `None` when nothing is sent. QoS 0 messages
+    /// are never acknowledged.
+    pub fn ack_reason(self, qos: QoS) -> Option<u8> {
+        if qos == QoS::AtMostOnce {
+            return None;
+        }
+        match self {
+            Disposition::Ack => Some(0x00),
+            Disposition::Reject => Some(RejectReason::UnspecifiedError.code()),
+            Disposition::RejectWith(reason) => Some(reason.code()),
+            Disposition::Leave | Disposition::Redeliver => None,
+        }
+    }
+
+    /// Whether a message of `qos` with this disposition is withheld for redelivery (it
+    /// counts toward the failures that make the connection resume its session).
+    pub fn withholds(self, qos: QoS) -> bool {
+        self == Disposition::Redeliver && qos != QoS::AtMostOnce
+    }
+
+    /// Stable lowercase name, used in telemetry (`RejectWith` is `"reject"` too; its
+    /// code is in [`ack_reason`](Self::ack_reason)).
     pub fn as_str(self) -> &'static str {
         match self {
             Disposition::Ack => "ack",
             Disposition::Leave => "leave",
             Disposition::Redeliver => "redeliver",
-            Disposition::Reject => "reject",
+            Disposition::Reject | Disposition::RejectWith(_) => "reject",
+        }
+    }
+
+    /// A call still running when the drain timeout passes (shutdown or a redelivery
+    /// reconnect) is abandoned: not acknowledged, so the broker sends it again on the
+    /// next session.
+    pub(crate) const ABANDONED: Disposition = Disposition::Leave;
+}
+
+impl fmt::Display for Disposition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An MQTT 5 reason code for acknowledging a message as failed (the PUBACK / PUBREC
+/// error codes of MQTT 5 section 3.4.2.1). Brokers treat such a message as delivered:
+/// it is not sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// 0x80 Unspecified error.
+    UnspecifiedError,
+    /// 0x83 Implementation specific error: valid, but this consumer does not accept it.
+    ImplementationSpecificError,
+    /// 0x87 Not authorized.
+    NotAuthorized,
+    /// 0x90 Topic Name invalid.
+    TopicNameInvalid,
+    /// 0x97 Quota exceeded.
+    QuotaExceeded,
+    /// 0x99 Payload format invalid.
+    PayloadFormatInvalid,
+}
+
+impl RejectReason {
+    /// The reason code byte.
+    pub fn code(self) -> u8 {
+        match self {
+            RejectReason::UnspecifiedError => 0x80,
+            RejectReason::ImplementationSpecificError => 0x83,
+            RejectReason::NotAuthorized => 0x87,
+            RejectReason::TopicNameInvalid => 0x90,
+            RejectReason::QuotaExceeded => 0x97,
+            RejectReason::PayloadFormatInvalid => 0x99,
+        }
+    }
+
+    /// The name MQTT 5 gives the code.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::UnspecifiedError => "unspecified error",
+            RejectReason::ImplementationSpecificError => "implementation specific error",
+            RejectReason::NotAuthorized => "not authorized",
+            RejectReason::TopicNameInvalid => "topic name invalid",
+            RejectReason::QuotaExceeded => "quota exceeded",
+            RejectReason::PayloadFormatInvalid => "payload format invalid",
         }
     }
 }
 
-impl std::fmt::Display for Disposition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (0x{:02x})", self.as_str(), self.code())
+    }
+}
+
+/// Turns a finished call's result into a [`Disposition`]: the consumer's rule for every
+/// message that carries no [`marker`] error.
+///
+/// Implemented by [`AckPolicy`] (the default, from `on_success` / `on_failure`) and by
+/// every `Fn(&Result<(), BoxError>) -> Disposition`, so a closure can inspect the error:
+///
+/// ```
+/// use tower_mqtt::{BoxError, Disposition};
+///
+/// # fn is_transient(_: &BoxError) -> bool { true }
+/// let classify = |result: &Result<(), BoxError>| match result {
+///     Ok(()) => Disposition::Ack,
+///     Err(e) if is_transient(e) => Disposition::Redeliver,
+///     Err(_) => Disposition::Reject,
+/// };
+/// # let _ = tower_mqtt::Consumer::builder(tower_mqtt::Config::new("localhost")).classify(classify);
+/// ```
+///
+/// A marker error always wins over the classifier: it is the service's own word about
+/// one message.
+pub trait Classify: Send + Sync + 'static {
+    /// The disposition for a call that returned `result`.
+    fn classify(&self, result: &Result<(), BoxError>) -> Disposition;
+}
+
+impl Classify for AckPolicy {
+    fn classify(&self, result: &Result<(), BoxError>) -> Disposition {
+        self.rule(result)
+    }
+}
+
+impl<F> Classify for F
+where
+    F: Fn(&Result<(), BoxError>) -> Disposition + Send + Sync + 'static,
+{
+    fn classify(&self, result: &Result<(), BoxError>) -> Disposition {
+        self(result)
     }
 }
 
@@ -109,18 +229,31 @@ pub struct AckPolicy {
 }
 
 impl AckPolicy {
-    /// Decide what happens to a message whose service call returned `result`.
+    /// Decide what happens to a message whose service call returned `result`: a
+    /// [`marker`] error if there is one, else these rules.
     pub fn decide<T>(&self, result: &Result<T, BoxError>) -> Disposition {
         match result {
-            Ok(_) => match self.on_success {
-                OnSuccess::Ack => Disposition::Ack,
-            },
+            Ok(_) => self.on_ok(),
+            Err(e) => marker(&**e).unwrap_or_else(|| self.on_failure()),
+        }
+    }
+
+    /// These rules alone, markers not consulted.
+    fn rule(&self, result: &Result<(), BoxError>) -> Disposition {
+        match result {
+            Ok(()) => self.on_ok(),
             Err(_) => self.on_failure(),
         }
     }
 
-    /// The disposition of a failed (or abandoned) call.
-    pub(crate) fn on_failure(&self) -> Disposition {
+    fn on_ok(&self) -> Disposition {
+        match self.on_success {
+            OnSuccess::Ack => Disposition::Ack,
+        }
+    }
+
+    /// The disposition of a failed call.
+    fn on_failure(&self) -> Disposition {
         match self.on_failure {
             OnFailure::Noop => Disposition::Leave,
             OnFailure::Ack => Disposition::Ack,
@@ -130,26 +263,337 @@ impl AckPolicy {
     }
 }
 
+/// How one consumer decides: markers first, then its classifier. Carried by every
+/// message's [`Origin`](crate::Origin).
+#[derive(Clone)]
+pub(crate) struct Decider {
+    classifier: Arc<dyn Classify>,
+    /// Whether the session survives a reconnect (`clean_start(false)`). Without it a
+    /// redelivery reconnect would throw the withheld messages away, so `Redeliver`
+    /// becomes `Leave`.
+    keeps_session: bool,
+}
+
+impl Decider {
+    pub(crate) fn new(classifier: Arc<dyn Classify>, keeps_session: bool) -> Self {
+        Decider {
+            classifier,
+            keeps_session,
+        }
+    }
+
+    /// The disposition for a finished call.
+    #[inline]
+    pub(crate) fn decide(&self, result: &Result<(), BoxError>) -> Disposition {
+        let d = match result {
+            Err(e) => match marker(&**e) {
+                Some(d) => d,
+                None => self.classifier.classify(result),
+            },
+            Ok(()) => self.classifier.classify(result),
+        };
+        if d == Disposition::Redeliver && !self.keeps_session {
+            Disposition::Leave
+        } else {
+            d
+        }
+    }
+}
+
+impl Default for Decider {
+    fn default() -> Self {
+        Decider::new(Arc::new(AckPolicy::default()), true)
+    }
+}
+
+impl fmt::Debug for Decider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Decider")
+            .field("keeps_session", &self.keeps_session)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The disposition a marker error ([`Reject`], [`Permanent`], [`Redeliver`]) in `error`'s source chain asks for, if
+/// there is one (the outermost marker wins).
+///
+/// | marker | disposition |
+/// |---|---|
+/// | [`Reject`] | [`Disposition::RejectWith`] its reason |
+/// | [`Permanent`] | [`Disposition::Reject`] |
+/// | [`Redeliver`] | [`Disposition::Redeliver`] |
+///
+/// Retry layers use it too: a permanent or rejected failure is not worth retrying.
+pub fn marker(error: &(dyn StdError + 'static)) -> Option<Disposition> {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(r) = e.downcast_ref::<Reject>() {
+            return Some(Disposition::RejectWith(r.reason));
+        }
+        if e.is::<Permanent>() {
+            return Some(Disposition::Reject);
+        }
+        if e.is::<Redeliver>() {
+            return Some(Disposition::Redeliver);
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// Marker error: acknowledge this message as failed, with an MQTT 5 reason code of the
+/// service's choosing; it is not redelivered. MQTT 3.1.1 sends a plain acknowledgement.
+///
+/// ```
+/// use tower_mqtt::disposition::{Reject, RejectReason};
+/// # fn parse(_: &[u8]) -> Result<f64, std::num::ParseFloatError> { "x".parse() }
+/// # fn handle(payload: &[u8]) -> Result<f64, tower_mqtt::BoxError> {
+/// let reading = parse(payload).map_err(|e| Reject::new(RejectReason::PayloadFormatInvalid, e))?;
+/// # Ok(reading) }
+/// ```
+#[derive(Debug)]
+pub struct Reject {
+    reason: RejectReason,
+    source: BoxError,
+}
+
+impl Reject {
+    /// Reject with `reason` because of `source`.
+    pub fn new(reason: RejectReason, source: impl Into<BoxError>) -> Self {
+        Reject {
+            reason,
+            source: source.into(),
+        }
+    }
+
+    /// The reason code sent to the broker (MQTT 5).
+    pub fn reason(&self) -> RejectReason {
+        self.reason
+    }
+}
+
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rejected with {}: {}", self.reason, self.source)
+    }
+}
+
+impl StdError for Reject {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// Marker error: this failure will not go away, so the message must not come back. It
+/// is acknowledged as failed ([`Disposition::Reject`]: MQTT 5 reason 0x80, MQTT 3.1.1 a
+/// plain acknowledgement) whatever the consumer's `on_failure`.
+#[derive(Debug)]
+pub struct Permanent {
+    source: BoxError,
+}
+
+impl Permanent {
+    /// A permanent failure caused by `source`.
+    pub fn new(source: impl Into<BoxError>) -> Self {
+        Permanent {
+            source: source.into(),
+        }
+    }
+}
+
+impl fmt::Display for Permanent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "permanent failure: {}", self.source)
+    }
+}
+
+impl StdError for Permanent {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.source)
+    }
+}
+
+/// Marker error: bring this message back by resuming the session
+/// ([`Disposition::Redeliver`]), whatever the consumer's `on_failure`. Without a kept
+/// session (`clean_start(true)`) a reconnect would lose it, so it is left
+/// unacknowledged instead ([`Disposition::Leave`]).
+#[derive(Debug)]
+pub struct Redeliver {
+    source: BoxError,
+}
+
+impl Redeliver {
+    /// A failure worth another attempt later, caused by `source`.
+    pub fn new(source: impl Into<BoxError>) -> Self {
+        Redeliver {
+            source: source.into(),
+        }
+    }
+}
+
+impl fmt::Display for Redeliver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "redeliver: {}", self.source)
+    }
+}
+
+impl StdError for Redeliver {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        Some(&*self.source)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn ok() -> Result<(), BoxError> {
+        Ok(())
+    }
+
+    fn err(e: impl Into<BoxError>) -> Result<(), BoxError> {
+        Err(e.into())
+    }
+
     #[test]
     fn every_rule_maps_to_its_disposition() {
-        let ok: Result<(), BoxError> = Ok(());
-        let err: Result<(), BoxError> = Err("boom".into());
         let policy = |on_failure| AckPolicy {
             on_success: OnSuccess::Ack,
             on_failure,
         };
-        assert_eq!(policy(OnFailure::Noop).decide(&ok), Disposition::Ack);
-        assert_eq!(policy(OnFailure::Noop).decide(&err), Disposition::Leave);
-        assert_eq!(policy(OnFailure::Ack).decide(&err), Disposition::Ack);
+        assert_eq!(policy(OnFailure::Noop).decide(&ok()), Disposition::Ack);
         assert_eq!(
-            policy(OnFailure::Redeliver).decide(&err),
+            policy(OnFailure::Noop).decide(&err("boom")),
+            Disposition::Leave
+        );
+        assert_eq!(
+            policy(OnFailure::Ack).decide(&err("boom")),
+            Disposition::Ack
+        );
+        assert_eq!(
+            policy(OnFailure::Redeliver).decide(&err("boom")),
             Disposition::Redeliver
         );
-        assert_eq!(policy(OnFailure::Reject).decide(&err), Disposition::Reject);
+        assert_eq!(
+            policy(OnFailure::Reject).decide(&err("boom")),
+            Disposition::Reject
+        );
         assert_eq!(AckPolicy::default().on_failure, OnFailure::Redeliver);
+    }
+
+    #[test]
+    fn the_policy_and_closures_classify() {
+        let policy = AckPolicy {
+            on_success: OnSuccess::Ack,
+            on_failure: OnFailure::Noop,
+        };
+        assert_eq!(policy.classify(&ok()), Disposition::Ack);
+        assert_eq!(policy.classify(&err("x")), Disposition::Leave);
+        let by_message = |r: &Result<(), BoxError>| match r {
+            Ok(()) => Disposition::Ack,
+            Err(e) if e.to_string().contains("busy") => Disposition::Redeliver,
+            Err(_) => Disposition::Reject,
+        };
+        assert_eq!(by_message.classify(&err("db busy")), Disposition::Redeliver);
+        assert_eq!(by_message.classify(&err("bad json")), Disposition::Reject);
+        let boxed: Arc<dyn Classify> = Arc::new(by_message);
+        assert_eq!(boxed.classify(&ok()), Disposition::Ack);
+    }
+
+    /// An error of some layer that wraps the service's error.
+    #[derive(Debug)]
+    struct Layered(BoxError);
+    impl fmt::Display for Layered {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("layer")
+        }
+    }
+    impl StdError for Layered {
+        fn source(&self) -> Option<&(dyn StdError + 'static)> {
+            Some(&*self.0)
+        }
+    }
+
+    #[test]
+    fn markers_are_found_anywhere_in_the_source_chain() {
+        let reject = || Reject::new(RejectReason::PayloadFormatInvalid, "not JSON");
+        let expect = Some(Disposition::RejectWith(RejectReason::PayloadFormatInvalid));
+        assert_eq!(marker(&reject()), expect);
+        assert_eq!(marker(&Layered(Box::new(reject()))), expect);
+        assert_eq!(
+            marker(&Layered(Box::new(Layered(Box::new(reject()))))),
+            expect
+        );
+        assert_eq!(marker(&Permanent::new("x")), Some(Disposition::Reject));
+        assert_eq!(
+            marker(&Layered(Box::new(Redeliver::new("x")))),
+            Some(Disposition::Redeliver)
+        );
+        assert_eq!(marker(&Layered("plain".into())), None);
+        // The outermost marker wins.
+        let nested = Permanent::new(Redeliver::new("inner"));
+        assert_eq!(marker(&nested), Some(Disposition::Reject));
+        // The message and the cause stay readable.
+        assert_eq!(
+            reject().to_string(),
+            "rejected with payload format invalid (0x99): not JSON"
+        );
+        assert_eq!(reject().source().unwrap().to_string(), "not JSON");
+    }
+
+    #[test]
+    fn a_marker_wins_over_the_classifier_and_the_policy() {
+        let always_ack = |_: &Result<(), BoxError>| Disposition::Ack;
+        let decider = Decider::new(Arc::new(always_ack), true);
+        assert_eq!(
+            decider.decide(&err(Permanent::new("x"))),
+            Disposition::Reject
+        );
+        assert_eq!(decider.decide(&err("plain")), Disposition::Ack);
+        let policy = AckPolicy {
+            on_success: OnSuccess::Ack,
+            on_failure: OnFailure::Ack,
+        };
+        assert_eq!(
+            policy.decide(&err(Redeliver::new("x"))),
+            Disposition::Redeliver
+        );
+    }
+
+    #[test]
+    fn without_a_kept_session_redeliver_becomes_leave() {
+        let decider = Decider::new(Arc::new(AckPolicy::default()), false);
+        assert_eq!(decider.decide(&err("x")), Disposition::Leave);
+        assert_eq!(
+            decider.decide(&err(Redeliver::new("x"))),
+            Disposition::Leave
+        );
+        assert_eq!(decider.decide(&ok()), Disposition::Ack);
+        let kept = Decider::default();
+        assert_eq!(kept.decide(&err("x")), Disposition::Redeliver);
+    }
+
+    #[test]
+    fn each_disposition_says_what_goes_on_the_wire() {
+        use Disposition::*;
+        for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+            assert_eq!(Ack.ack_reason(qos), Some(0x00));
+            assert_eq!(Reject.ack_reason(qos), Some(0x80));
+            assert_eq!(
+                RejectWith(RejectReason::QuotaExceeded).ack_reason(qos),
+                Some(0x97)
+            );
+            assert_eq!(Leave.ack_reason(qos), None);
+            assert_eq!(Redeliver.ack_reason(qos), None);
+            assert!(Redeliver.withholds(qos));
+        }
+        for d in [Ack, Reject, Leave, Redeliver] {
+            assert_eq!(d.ack_reason(QoS::AtMostOnce), None, "{d}");
+            assert!(!d.withholds(QoS::AtMostOnce));
+        }
+        assert!(Ack.acknowledges() && Reject.acknowledges());
+        assert!(!Leave.acknowledges() && !Redeliver.acknowledges());
+        assert_eq!(Disposition::ABANDONED.ack_reason(QoS::AtLeastOnce), None);
+        assert_eq!(RejectWith(RejectReason::NotAuthorized).as_str(), "reject");
     }
 }

@@ -1,25 +1,6 @@
 //! Telemetry: what happened to connections, subscriptions and messages.
 //!
-//! Every event is a [`tracing`] event with a stable target and stable field names:
-//!
-//! | event | target | level | fields |
-//! |---|---|---|---|
-//! | producer.init | `tower_mqtt::producer` | INFO | `producer_index`, `client_id` |
-//! | producer.terminate | `tower_mqtt::producer` | INFO | `producer_index`, `client_id`, `reason` |
-//! | connection.up | `tower_mqtt::connection` | INFO | `producer_index`, `client_id`, `session_present` |
-//! | connection.down | `tower_mqtt::connection` | WARN | `producer_index`, `client_id`, `reason` |
-//! | subscription.success | `tower_mqtt::subscription` | INFO | `producer_index`, `client_id`, `topic`, `requested_qos`, `granted_qos` |
-//! | subscription.error | `tower_mqtt::subscription` | ERROR | `producer_index`, `client_id`, `topic`, `reason` |
-//! | receive_message.start | `tower_mqtt::receive_message` | DEBUG | `producer_index`, `client_id`, `topic`, `qos`, `pkid`, `dup` |
-//! | receive_message.ack | `tower_mqtt::receive_message` | DEBUG | `producer_index`, `client_id`, `topic`, `qos`, `pkid`, `status`, `disposition`, `duration_us` |
-//!
-//! The `event` field of each carries its name (`event = "connection.up"`). A result that
-//! arrives after its connection closed is reported as `receive_message.stale` (DEBUG): it
-//! is not acknowledged, and the broker redelivers the message.
-//!
-//! The same events reach code as typed [`Event`] values through
-//! [`ConsumerBuilder::on_event`](crate::ConsumerBuilder::on_event). The hook runs on the
-//! connection's task for every event, so it must be quick (count, send to a channel).
+#![doc = include_str!("../docs/telemetry.md")]
 
 use std::time::Duration;
 

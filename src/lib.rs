@@ -65,7 +65,10 @@ mod transport;
 
 pub use config::{Config, ProtoVer, QoS};
 pub use consumer::{Consumer, ConsumerBuilder};
-pub use disposition::{AckPolicy, Disposition, OnFailure, OnSuccess};
+pub use disposition::{
+    AckPolicy, Classify, Disposition, OnFailure, OnSuccess, Permanent, Redeliver, Reject,
+    RejectReason,
+};
 pub use error::{BoxError, ConfigError, DownReason, RunError};
 pub use event::{Event, Status};
 pub use message::{Message, Origin, PublishProperties};

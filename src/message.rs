@@ -7,6 +7,8 @@ use bytestring::ByteString;
 use http::Extensions;
 
 use crate::config::QoS;
+use crate::disposition::{Decider, Disposition};
+use crate::error::BoxError;
 
 /// MQTT 5 PUBLISH properties, as the broker sent them.
 ///
@@ -41,7 +43,11 @@ impl PublishProperties {
 }
 
 /// Where a message came from: shared by every message of one connection.
-#[derive(Debug, PartialEq, Eq)]
+///
+/// It also carries the consumer's decision rule, so a layer can tell what the consumer
+/// will do with a result ([`disposition`](Self::disposition)). Equality compares the
+/// connection's identity only, not the rule.
+#[derive(Debug)]
 pub struct Origin {
     pub(crate) client_id: String,
     pub(crate) producer_index: usize,
@@ -50,7 +56,22 @@ pub struct Origin {
     pub(crate) port: u16,
     /// Subscribed filters, without any `$share/<group>/` prefix.
     pub(crate) filters: Arc<[String]>,
+    /// The consumer's markers-then-classifier rule.
+    pub(crate) decider: Decider,
 }
+
+impl PartialEq for Origin {
+    fn eq(&self, other: &Self) -> bool {
+        self.client_id == other.client_id
+            && self.producer_index == other.producer_index
+            && self.shared_group == other.shared_group
+            && self.host == other.host
+            && self.port == other.port
+            && self.filters == other.filters
+    }
+}
+
+impl Eq for Origin {}
 
 impl Origin {
     /// Client id of the connection, including its `_N` suffix.
@@ -76,6 +97,12 @@ impl Origin {
     /// The topic filters this consumer subscribes to (without `$share/<group>/`).
     pub fn filters(&self) -> &[String] {
         &self.filters
+    }
+    /// The disposition the consumer takes for a message of this connection whose
+    /// service call returned `result`: a marker error if there is one, else the
+    /// consumer's classifier (see [`crate::disposition`]).
+    pub fn disposition(&self, result: &Result<(), BoxError>) -> Disposition {
+        self.decider.decide(result)
     }
 }
 

@@ -28,7 +28,7 @@ use tower::ServiceExt;
 use tower_service::Service;
 
 use crate::config::QoS;
-use crate::disposition::{AckPolicy, Disposition};
+use crate::disposition::{Classify, Decider, Disposition};
 use crate::error::BoxError;
 use crate::message::{Message, Origin};
 
@@ -50,6 +50,7 @@ pub fn test_message(topic: &str, payload: impl Into<Bytes>) -> Message {
             host: "localhost".into(),
             port: 1883,
             filters: Arc::from(vec![topic.to_owned()]),
+            decider: Decider::default(),
         }),
         extensions: http::Extensions::new(),
     }
@@ -98,15 +99,18 @@ impl TestMessage for Message {
 }
 
 /// Run `message` through `service` (waiting for readiness first) and return the
-/// disposition the consumer would take under `policy`.
-pub async fn disposition<S>(service: S, message: Message, policy: AckPolicy) -> Disposition
+/// disposition the consumer would take with `policy` as its classifier (an
+/// [`AckPolicy`](crate::AckPolicy) or any [`Classify`]): a marker error first, else
+/// the policy.
+pub async fn disposition<S, C>(service: S, message: Message, policy: C) -> Disposition
 where
     S: Service<Message>,
     S::Error: Into<BoxError>,
+    C: Classify,
 {
     let result = match service.ready_oneshot().await {
         Ok(mut svc) => svc.call(message).await.map(|_| ()).map_err(Into::into),
         Err(e) => Err(e.into()),
     };
-    policy.decide(&result)
+    Decider::new(Arc::new(policy), true).decide(&result)
 }

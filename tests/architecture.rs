@@ -203,7 +203,8 @@ fn src_has_no_import_cycle() {
 const LAYERS: &[&[&str]] = &[
     &["error"],
     &["config", "topic"],
-    &["message", "disposition", "transport"],
+    &["disposition", "transport"],
+    &["message"],
     &["event", "testing"],
     &["driver"],
     &["consumer"],

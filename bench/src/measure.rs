@@ -123,17 +123,17 @@ pub(crate) fn children_cpu_ns() -> u64 {
     stat_ticks("self", 13, 2) * 10_000_000
 }
 
-/// Kernel-mode CPU time (ns) of a process, from /proc/<pid>/stat `stime` (10 ms resolution).
+/// Kernel-mode CPU time (ns) of a process, from `/proc/<pid>/stat` `stime` (10 ms resolution).
 pub(crate) fn proc_sys_ns(pid: &str) -> u64 {
     stat_ticks(pid, 12, 1) * 10_000_000
 }
 
-/// CPU time (ns) of a process, from /proc/<pid>/stat `utime` + `stime` (10 ms resolution).
+/// CPU time (ns) of a process, from `/proc/<pid>/stat` `utime` + `stime` (10 ms resolution).
 pub(crate) fn proc_cpu_ns(pid: &str) -> u64 {
     stat_ticks(pid, 11, 2) * 10_000_000
 }
 
-/// Sum of `count` adjacent /proc/<pid>/stat fields, `at` counted from the state field.
+/// Sum of `count` adjacent `/proc/<pid>/stat` fields, `at` counted from the state field.
 fn stat_ticks(pid: &str, at: usize, count: usize) -> u64 {
     let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0;

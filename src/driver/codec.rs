@@ -286,16 +286,18 @@ impl Codec {
     /// These run once per message, so they are written directly rather than through
     /// rumqttc's general `Packet::write` (about 270 instructions for 4 bytes); the
     /// tests check every form against rumqttc's encoding byte for byte.
-    pub(crate) fn encode_ack(self, qos: QoS, pkid: u16, reject: bool, buf: &mut BytesMut) {
+    /// PUBACK (QoS 1) or PUBREC (QoS 2) with `reason` (0x00 Success); MQTT 3.1.1 has no
+    /// reason codes, so it sends the plain form whatever `reason` is.
+    pub(crate) fn encode_ack(self, qos: QoS, pkid: u16, reason: u8, buf: &mut BytesMut) {
         let packet_type = match qos {
             QoS::AtMostOnce => return,
             QoS::AtLeastOnce => 0x40, // PUBACK
             QoS::ExactlyOnce => 0x50, // PUBREC
         };
         let [hi, lo] = pkid.to_be_bytes();
-        if reject && self == Codec::V5 {
-            // Reason code 0x80 (Unspecified error), no properties.
-            buf.extend_from_slice(&[packet_type, 3, hi, lo, 0x80]);
+        if reason != 0 && self == Codec::V5 {
+            // The reason code, no properties.
+            buf.extend_from_slice(&[packet_type, 3, hi, lo, reason]);
         } else {
             // MQTT 3.1.1, or MQTT 5 Success (reason code and properties omitted).
             buf.extend_from_slice(&[packet_type, 2, hi, lo]);
@@ -582,7 +584,8 @@ mod tests {
 
     fn ours(codec: Codec, qos: QoS, pkid: u16, reject: bool) -> Vec<u8> {
         let mut buf = BytesMut::new();
-        codec.encode_ack(qos, pkid, reject, &mut buf);
+        let reason = if reject { 0x80 } else { 0x00 };
+        codec.encode_ack(qos, pkid, reason, &mut buf);
         buf.to_vec()
     }
 

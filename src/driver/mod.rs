@@ -466,7 +466,7 @@ where
                 if !*timed_out && deadline.as_mut().poll(cx).is_ready() {
                     *timed_out = true;
                     // Abandoned calls are not acknowledged: the broker sends them again.
-                    conn.order.abandon(Disposition::Leave);
+                    conn.order.abandon(Disposition::ABANDONED);
                     release_acks(
                         self.settings.codec,
                         &mut conn.order,
@@ -660,7 +660,7 @@ where
             return;
         }
         conn.calls -= 1;
-        let disposition = self.settings.policy.decide(&result);
+        let disposition = self.origin.disposition(&result);
         if let Err(e) = &result {
             tracing::debug!(target: "tower_mqtt::receive_message", topic = %ticket.topic,
                 pkid = ticket.pkid, error = %e, "service failed");
@@ -842,12 +842,13 @@ fn write_ack(
     disposition: Disposition,
     wbuf: &mut BytesMut,
 ) -> bool {
-    match disposition {
-        Disposition::Ack => codec.encode_ack(qos, pkid, false, wbuf),
-        Disposition::Reject => codec.encode_ack(qos, pkid, true, wbuf),
-        Disposition::Leave | Disposition::Redeliver => return false,
-    }
-    qos == QoS::ExactlyOnce
+    let Some(reason) = disposition.ack_reason(qos) else {
+        return false;
+    };
+    codec.encode_ack(qos, pkid, reason, wbuf);
+    // A PUBREC starts the QoS 2 release unless it carries an MQTT 5 error reason, which
+    // ends the exchange: the broker sends no PUBREL for it (MQTT 5, 4.3.3).
+    qos == QoS::ExactlyOnce && (reason < 0x80 || codec == Codec::V4)
 }
 
 /// Release the decided prefix of the ack order onto the write buffer.

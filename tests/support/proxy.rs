@@ -219,3 +219,35 @@ pub(crate) fn pingreqs_v4(rec: &Recording) -> usize {
     }
     pings
 }
+
+/// `(packet id, reason code)` of every PUBACK and PUBREC the client sent, in wire order,
+/// read from the raw bytes (MQTT 5: a 2-byte remaining length means reason 0x00
+/// Success; MQTT 3.1.1 never carries one, so every ack reads as 0x00).
+pub(crate) fn ack_reasons(rec: &Recording) -> Vec<(u16, u8)> {
+    let up = rec.upstream.lock().unwrap().clone();
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at < up.len() {
+        let kind = up[at] >> 4;
+        // Remaining length: a variable byte integer of 1 to 4 bytes.
+        let (mut len, mut shift, mut i) = (0usize, 0, at + 1);
+        loop {
+            let Some(&b) = up.get(i) else { return out };
+            len |= usize::from(b & 0x7f) << shift;
+            shift += 7;
+            i += 1;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let Some(body) = up.get(i..i + len) else {
+            return out; // cut off by the end of the recording
+        };
+        if (kind == 4 || kind == 5) && len >= 2 {
+            let pkid = u16::from_be_bytes([body[0], body[1]]);
+            out.push((pkid, body.get(2).copied().unwrap_or(0)));
+        }
+        at = i + len;
+    }
+    out
+}

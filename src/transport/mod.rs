@@ -30,36 +30,25 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 
 #[cfg(feature = "tls")]
 pub(crate) use tls::client_config;
-#[cfg(feature = "tls")]
-use tls::server_name;
 
 /// Open the transport described by `config`: TCP, then TLS, then the websocket upgrade.
 pub(crate) async fn connect(config: &Config) -> Result<Box<dyn Io>, DownReason> {
     let tcp = tcp_connect(&config.host, config.port).await?;
-    #[allow(unused_mut)] // without the tls and websocket features
-    let mut io: Box<dyn Io> = Box::new(tcp);
-    if let Some(options) = &config.tls {
+    let io: Box<dyn Io> = Box::new(tcp);
+    let io = match &config.tls {
+        None => io,
         #[cfg(feature = "tls")]
-        {
-            io = tls::handshake(options, &config.host, io).await?;
-        }
+        Some(options) => tls::handshake(options, &config.host, io).await?,
         #[cfg(not(feature = "tls"))]
-        {
-            let _ = options;
-            return Err(DownReason::TlsHandshake(NO_TLS.why.into()));
-        }
-    }
-    if let Some(path) = &config.websocket_path {
+        Some(_) => return Err(DownReason::TlsHandshake(NO_TLS.why.into())),
+    };
+    let io = match &config.websocket_path {
+        None => io,
         #[cfg(feature = "websocket")]
-        {
-            io = ws::upgrade(io, config, path).await?;
-        }
+        Some(path) => ws::upgrade(io, config, path).await?,
         #[cfg(not(feature = "websocket"))]
-        {
-            let _ = path;
-            return Err(DownReason::WebSocket(NO_WEBSOCKET.why.into()));
-        }
-    }
+        Some(_) => return Err(DownReason::WebSocket(NO_WEBSOCKET.why.into())),
+    };
     Ok(io)
 }
 
@@ -85,29 +74,22 @@ async fn tcp_connect(host: &str, port: u16) -> Result<TcpStream, DownReason> {
 /// broker; `build()` calls this so that a bad file is a [`ConfigError`], not a
 /// reconnect loop.
 pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
-    if let Some(options) = &config.tls {
+    match &config.tls {
+        None => {}
         #[cfg(feature = "tls")]
-        {
+        Some(options) => {
             client_config(options)?;
-            server_name(options, &config.host)?;
+            tls::server_name(options, &config.host)?;
         }
         #[cfg(not(feature = "tls"))]
-        {
-            let _ = options;
-            return Err(NO_TLS.error("tls"));
-        }
+        Some(_) => return Err(NO_TLS.error("tls")),
     }
     if let Some(path) = &config.websocket_path {
         if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c == '#') {
             return Err(ConfigError::InvalidWebsocketPath(path.clone()));
         }
         #[cfg(feature = "websocket")]
-        {
-            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-            format!("ws://{}{path}", authority(&config.host, config.port))
-                .into_client_request()
-                .map_err(|_| ConfigError::InvalidWebsocketPath(path.clone()))?;
-        }
+        ws::check_path(config, path)?;
         #[cfg(not(feature = "websocket"))]
         return Err(NO_WEBSOCKET.error("websocket"));
     }
@@ -115,13 +97,13 @@ pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
 }
 
 /// Why an option needs a cargo feature this build lacks.
-#[allow(dead_code)] // used only when a feature is off
+#[cfg(not(all(feature = "tls", feature = "websocket")))]
 struct Missing {
     why: &'static str,
     instead: &'static str,
 }
 
-#[allow(dead_code)]
+#[cfg(not(all(feature = "tls", feature = "websocket")))]
 impl Missing {
     fn error(&self, option: &str) -> ConfigError {
         ConfigError::Unsupported {
@@ -132,13 +114,13 @@ impl Missing {
     }
 }
 
-#[allow(dead_code)]
+#[cfg(not(feature = "tls"))]
 const NO_TLS: Missing = Missing {
     why: "this build of tower-mqtt has no TLS support (cargo feature `tls` is off)",
     instead: "enable the `tls` feature of tower-mqtt",
 };
 
-#[allow(dead_code)]
+#[cfg(not(feature = "websocket"))]
 const NO_WEBSOCKET: Missing = Missing {
     why: "this build of tower-mqtt has no websocket support (cargo feature `websocket` is off)",
     instead: "enable the `websocket` feature of tower-mqtt",
@@ -147,6 +129,7 @@ const NO_WEBSOCKET: Missing = Missing {
 /// The typed reason for an I/O error on the broker connection.
 pub(crate) fn down_reason(err: io::Error) -> DownReason {
     use std::io::ErrorKind;
+    #[cfg(any(feature = "tls", feature = "websocket"))]
     if let Some(reason) = classify_io(&err) {
         return reason;
     }
@@ -165,8 +148,9 @@ pub(crate) fn down_reason(err: io::Error) -> DownReason {
 }
 
 /// The typed reason for an I/O error that carries a TLS or websocket error, if it does.
+/// (Without either feature no such error can reach us.)
+#[cfg(any(feature = "tls", feature = "websocket"))]
 fn classify_io(err: &io::Error) -> Option<DownReason> {
-    #[allow(unused_variables)]
     let inner = err.get_ref()?;
     #[cfg(feature = "tls")]
     if let Some(e) = inner.downcast_ref::<tokio_rustls::rustls::Error>() {
@@ -179,7 +163,8 @@ fn classify_io(err: &io::Error) -> Option<DownReason> {
     None
 }
 
-#[allow(dead_code)] // without the websocket feature
+/// `host:port` for a URL, with IPv6 addresses in brackets.
+#[cfg(feature = "websocket")]
 fn authority(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")

@@ -16,7 +16,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::{down_reason, Io};
 use crate::config::Config;
-use crate::error::DownReason;
+use crate::error::{ConfigError, DownReason};
 
 /// A websocket failure carried inside an `io::Error`.
 #[derive(Debug)]
@@ -38,6 +38,15 @@ fn ws_to_io(err: tungstenite::Error) -> io::Error {
         }
         other => io::Error::other(WsError(other.to_string())),
     }
+}
+
+/// Whether `path` makes a valid upgrade request to the configured host and port
+/// (`build()` checks this so that a bad path is a [`ConfigError`]).
+pub(super) fn check_path(config: &Config, path: &str) -> Result<(), ConfigError> {
+    format!("ws://{}{path}", super::authority(&config.host, config.port))
+        .into_client_request()
+        .map(drop)
+        .map_err(|_| ConfigError::InvalidWebsocketPath(path.to_owned()))
 }
 
 /// Run the websocket upgrade over `io` (TCP or TLS) and wrap the result as an [`Io`].

@@ -1,0 +1,174 @@
+//! The byte stream under MQTT: TCP, TLS (rustls on ring), and websockets over either.
+//!
+//! [`connect`] resolves the host, opens the TCP connection, runs the TLS handshake when
+//! [`Config::tls`] is set and the websocket upgrade when [`Config::websocket`] is set,
+//! and hands the driver one [`Io`]. Failures become typed [`DownReason`]s; every I/O
+//! error, including rustls and websocket errors that surface later (e.g. TLS 1.3
+//! reports a missing client certificate only on the first read), is mapped by
+//! [`down_reason`].
+//!
+//! This file holds the pieces every build has; `tls.rs` (cargo feature `tls`) holds the
+//! rustls configuration and handshake, `ws.rs` (cargo feature `websocket`) the upgrade
+//! and the byte-stream adapter over websocket messages.
+
+use std::io;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::config::Config;
+use crate::error::{ConfigError, DownReason};
+
+#[cfg(feature = "tls")]
+mod tls;
+#[cfg(feature = "websocket")]
+mod ws;
+
+/// A byte stream to the broker: TCP, TLS or websocket.
+pub(crate) trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+#[cfg(feature = "tls")]
+pub(crate) use tls::client_config;
+
+/// Open the transport described by `config`: TCP, then TLS, then the websocket upgrade.
+pub(crate) async fn connect(config: &Config) -> Result<Box<dyn Io>, DownReason> {
+    let tcp = tcp_connect(&config.host, config.port).await?;
+    let io: Box<dyn Io> = Box::new(tcp);
+    let io = match &config.tls {
+        None => io,
+        #[cfg(feature = "tls")]
+        Some(options) => tls::handshake(options, &config.host, io).await?,
+        #[cfg(not(feature = "tls"))]
+        Some(_) => return Err(DownReason::TlsHandshake(NO_TLS.why.into())),
+    };
+    let io = match &config.websocket_path {
+        None => io,
+        #[cfg(feature = "websocket")]
+        Some(path) => ws::upgrade(io, config, path).await?,
+        #[cfg(not(feature = "websocket"))]
+        Some(_) => return Err(DownReason::WebSocket(NO_WEBSOCKET.why.into())),
+    };
+    Ok(io)
+}
+
+async fn tcp_connect(host: &str, port: u16) -> Result<TcpStream, DownReason> {
+    let addrs: Vec<_> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| DownReason::Dns(format!("{host}: {e}")))?
+        .collect();
+    let mut last = DownReason::Dns(format!("{host}: no addresses"));
+    for addr in addrs {
+        match TcpStream::connect(addr).await {
+            Ok(tcp) => {
+                tcp.set_nodelay(true).map_err(down_reason)?;
+                return Ok(tcp);
+            }
+            Err(e) => last = down_reason(e),
+        }
+    }
+    Err(last)
+}
+
+/// Check everything about the TLS and websocket settings that can be checked without a
+/// broker; `build()` calls this so that a bad file is a [`ConfigError`], not a
+/// reconnect loop.
+pub(crate) fn validate(config: &Config) -> Result<(), ConfigError> {
+    match &config.tls {
+        None => {}
+        #[cfg(feature = "tls")]
+        Some(options) => {
+            client_config(options)?;
+            tls::server_name(options, &config.host)?;
+        }
+        #[cfg(not(feature = "tls"))]
+        Some(_) => return Err(NO_TLS.error("tls")),
+    }
+    if let Some(path) = &config.websocket_path {
+        if !path.starts_with('/') || path.chars().any(|c| c.is_whitespace() || c == '#') {
+            return Err(ConfigError::InvalidWebsocketPath(path.clone()));
+        }
+        #[cfg(feature = "websocket")]
+        ws::check_path(config, path)?;
+        #[cfg(not(feature = "websocket"))]
+        return Err(NO_WEBSOCKET.error("websocket"));
+    }
+    Ok(())
+}
+
+/// Why an option needs a cargo feature this build lacks.
+#[cfg(not(all(feature = "tls", feature = "websocket")))]
+struct Missing {
+    why: &'static str,
+    instead: &'static str,
+}
+
+#[cfg(not(all(feature = "tls", feature = "websocket")))]
+impl Missing {
+    fn error(&self, option: &str) -> ConfigError {
+        ConfigError::Unsupported {
+            option: option.to_owned(),
+            why: self.why,
+            instead: self.instead,
+        }
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+const NO_TLS: Missing = Missing {
+    why: "this build of tower-mqtt has no TLS support (cargo feature `tls` is off)",
+    instead: "enable the `tls` feature of tower-mqtt",
+};
+
+#[cfg(not(feature = "websocket"))]
+const NO_WEBSOCKET: Missing = Missing {
+    why: "this build of tower-mqtt has no websocket support (cargo feature `websocket` is off)",
+    instead: "enable the `websocket` feature of tower-mqtt",
+};
+
+/// The typed reason for an I/O error on the broker connection.
+pub(crate) fn down_reason(err: io::Error) -> DownReason {
+    use std::io::ErrorKind;
+    #[cfg(any(feature = "tls", feature = "websocket"))]
+    if let Some(reason) = classify_io(&err) {
+        return reason;
+    }
+    match err.kind() {
+        ErrorKind::ConnectionRefused => DownReason::ConnectionRefused,
+        ErrorKind::TimedOut => DownReason::Timeout,
+        ErrorKind::UnexpectedEof
+        | ErrorKind::ConnectionReset
+        | ErrorKind::ConnectionAborted
+        | ErrorKind::BrokenPipe => DownReason::Closed,
+        kind => DownReason::Io {
+            kind,
+            message: err.to_string(),
+        },
+    }
+}
+
+/// The typed reason for an I/O error that carries a TLS or websocket error, if it does.
+/// (Without either feature no such error can reach us.)
+#[cfg(any(feature = "tls", feature = "websocket"))]
+fn classify_io(err: &io::Error) -> Option<DownReason> {
+    let inner = err.get_ref()?;
+    #[cfg(feature = "tls")]
+    if let Some(e) = inner.downcast_ref::<tokio_rustls::rustls::Error>() {
+        return Some(tls::reason(e));
+    }
+    #[cfg(feature = "websocket")]
+    if let Some(e) = inner.downcast_ref::<ws::WsError>() {
+        return Some(DownReason::WebSocket(e.0.clone()));
+    }
+    None
+}
+
+/// `host:port` for a URL, with IPv6 addresses in brackets.
+#[cfg(feature = "websocket")]
+fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}

@@ -76,7 +76,6 @@ pub const SCOPE: &str = "tower-mqtt";
 struct Shared {
     tracer: BoxedTracer,
     propagator: TraceContextPropagator,
-    policy: AckPolicy,
     consumed: Counter<u64>,
     duration: Histogram<f64>,
     inflight: UpDownCounter<i64>,
@@ -86,12 +85,14 @@ struct Shared {
 #[derive(Clone)]
 pub struct OtelLayer {
     shared: Arc<Shared>,
+    // Outside the shared state, so setting it never rebuilds (or loses) the tracer.
+    policy: AckPolicy,
 }
 
 impl std::fmt::Debug for OtelLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OtelLayer")
-            .field("policy", &self.shared.policy)
+            .field("policy", &self.policy)
             .finish_non_exhaustive()
     }
 }
@@ -125,7 +126,6 @@ impl OtelLayer {
             shared: Arc::new(Shared {
                 tracer,
                 propagator: TraceContextPropagator::new(),
-                policy: AckPolicy::default(),
                 consumed: meter
                     .u64_counter("messaging.client.consumed.messages")
                     .with_unit("{message}")
@@ -142,25 +142,14 @@ impl OtelLayer {
                     .with_description("Messages being processed")
                     .build(),
             }),
+            policy: AckPolicy::default(),
         }
     }
 
     /// The rules the consumer uses, so spans can record the disposition (default:
     /// [`AckPolicy::default`], the consumer's default).
     pub fn ack_policy(mut self, policy: AckPolicy) -> Self {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.policy = policy;
-        } else {
-            let old = &self.shared;
-            self.shared = Arc::new(Shared {
-                tracer: global::tracer(SCOPE),
-                propagator: TraceContextPropagator::new(),
-                policy,
-                consumed: old.consumed.clone(),
-                duration: old.duration.clone(),
-                inflight: old.inflight.clone(),
-            });
-        }
+        self.policy = policy;
         self
     }
 }
@@ -172,6 +161,7 @@ impl<S> Layer<S> for OtelLayer {
         Otel {
             inner,
             shared: self.shared.clone(),
+            policy: self.policy,
         }
     }
 }
@@ -181,6 +171,7 @@ impl<S> Layer<S> for OtelLayer {
 pub struct Otel<S> {
     inner: S,
     shared: Arc<Shared>,
+    policy: AckPolicy,
 }
 
 impl<S: std::fmt::Debug> std::fmt::Debug for Otel<S> {
@@ -281,6 +272,7 @@ where
             inner: inner.with_context(cx.clone()),
             guard: Guard {
                 shared: shared.clone(),
+                policy: self.policy,
                 cx,
                 metric_attrs,
                 started: Instant::now(),
@@ -293,6 +285,7 @@ where
 /// Ends the span and records the metrics once, even if the call is dropped.
 struct Guard {
     shared: Arc<Shared>,
+    policy: AckPolicy,
     cx: Context,
     metric_attrs: Vec<KeyValue>,
     started: Instant,
@@ -303,7 +296,7 @@ impl Guard {
     fn finish(&mut self, result: &Result<(), BoxError>, error_type: Option<Cow<'static, str>>) {
         self.done = true;
         let span = self.cx.span();
-        let disposition = self.shared.policy.decide(result);
+        let disposition = self.policy.decide(result);
         span.set_attribute(KeyValue::new(
             "messaging.mqtt.disposition",
             disposition.as_str(),

@@ -1,6 +1,7 @@
 //! The OpenTelemetry layer without a broker: messages from `tower_mqtt::testing`.
 #![cfg(feature = "otel")]
 
+use opentelemetry::trace::Status;
 use opentelemetry::Value;
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
@@ -9,6 +10,7 @@ use tower_layer::Layer;
 use tower_mqtt::testing::test_message;
 use tower_mqtt::{AckPolicy, BoxError, Message, OnFailure};
 use tower_mqtt_layers::otel::OtelLayer;
+use tower_service::Service;
 
 fn providers() -> (InMemorySpanExporter, SdkTracerProvider, SdkMeterProvider) {
     let spans = InMemorySpanExporter::default();
@@ -49,4 +51,41 @@ async fn ack_policy_on_a_cloned_layer_keeps_the_tracer() {
         "the clone's policy decides the disposition"
     );
     drop(layer);
+}
+
+/// A call dropped before it finishes (a timeout above the layer, shutdown) still ends
+/// its span, marked cancelled.
+#[tokio::test]
+async fn a_dropped_call_ends_its_span_as_cancelled() {
+    let (spans, tracer_provider, meter_provider) = providers();
+    let mut svc = OtelLayer::with_providers(&tracer_provider, &meter_provider).layer(service_fn(
+        |_: Message| std::future::pending::<Result<(), BoxError>>(),
+    ));
+    let call = svc.ready().await.unwrap().call(test_message("a/b", "x"));
+    assert!(spans.get_finished_spans().unwrap().is_empty());
+    drop(call);
+
+    let finished = spans.get_finished_spans().unwrap();
+    assert_eq!(finished.len(), 1);
+    assert_eq!(finished[0].status, Status::error("cancelled"));
+    assert_eq!(
+        attr(&finished[0], "error.type"),
+        Some(&Value::from("cancelled"))
+    );
+}
+
+/// The layer, the service and the response future are `Debug`, the future even when
+/// the inner one is not (as with `async` blocks).
+#[tokio::test]
+async fn layer_service_and_future_are_debug() {
+    let (_spans, tracer_provider, meter_provider) = providers();
+    let layer = OtelLayer::with_providers(&tracer_provider, &meter_provider);
+    assert!(format!("{layer:?}").starts_with("OtelLayer"));
+    let mut svc = layer.layer(tower::util::BoxCloneService::new(service_fn(
+        |_: Message| async { Ok::<(), BoxError>(()) },
+    )));
+    assert!(format!("{svc:?}").starts_with("Otel"));
+    let call = svc.call(test_message("a/b", "x"));
+    assert!(format!("{call:?}").starts_with("ResponseFuture"));
+    call.await.unwrap();
 }

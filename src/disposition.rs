@@ -183,13 +183,13 @@ impl fmt::Display for RejectReason {
 /// message that carries no [`marker`] error.
 ///
 /// Implemented by [`AckPolicy`] (the default, from `on_success` / `on_failure`) and by
-/// every `Fn(&Result<(), BoxError>) -> Disposition`, so a closure can inspect the error:
+/// every `Fn(Result<(), &BoxError>) -> Disposition`, so a closure can inspect the error:
 ///
 /// ```
 /// use tower_mqtt::{BoxError, Disposition};
 ///
 /// # fn is_transient(_: &BoxError) -> bool { true }
-/// let classify = |result: &Result<(), BoxError>| match result {
+/// let classify = |result: Result<(), &BoxError>| match result {
 ///     Ok(()) => Disposition::Ack,
 ///     Err(e) if is_transient(e) => Disposition::Redeliver,
 ///     Err(_) => Disposition::Reject,
@@ -201,20 +201,23 @@ impl fmt::Display for RejectReason {
 /// one message.
 pub trait Classify: Send + Sync + 'static {
     /// The disposition for a call that returned `result`.
-    fn classify(&self, result: &Result<(), BoxError>) -> Disposition;
+    fn classify(&self, result: Result<(), &BoxError>) -> Disposition;
 }
 
 impl Classify for AckPolicy {
-    fn classify(&self, result: &Result<(), BoxError>) -> Disposition {
-        self.rule(result)
+    fn classify(&self, result: Result<(), &BoxError>) -> Disposition {
+        match result {
+            Ok(()) => self.on_ok(),
+            Err(_) => self.on_failure(),
+        }
     }
 }
 
 impl<F> Classify for F
 where
-    F: Fn(&Result<(), BoxError>) -> Disposition + Send + Sync + 'static,
+    F: Fn(Result<(), &BoxError>) -> Disposition + Send + Sync + 'static,
 {
-    fn classify(&self, result: &Result<(), BoxError>) -> Disposition {
+    fn classify(&self, result: Result<(), &BoxError>) -> Disposition {
         self(result)
     }
 }
@@ -235,14 +238,6 @@ impl AckPolicy {
         match result {
             Ok(_) => self.on_ok(),
             Err(e) => marker(&**e).unwrap_or_else(|| self.on_failure()),
-        }
-    }
-
-    /// These rules alone, markers not consulted.
-    fn rule(&self, result: &Result<(), BoxError>) -> Disposition {
-        match result {
-            Ok(()) => self.on_ok(),
-            Err(_) => self.on_failure(),
         }
     }
 
@@ -284,7 +279,7 @@ impl Decider {
 
     /// The disposition for a finished call.
     #[inline]
-    pub(crate) fn decide(&self, result: &Result<(), BoxError>) -> Disposition {
+    pub(crate) fn decide(&self, result: Result<(), &BoxError>) -> Disposition {
         let d = match result {
             Err(e) => match marker(&**e) {
                 Some(d) => d,
@@ -455,6 +450,11 @@ mod tests {
         Err(e.into())
     }
 
+    /// The borrowed form classifiers take.
+    fn r(result: &Result<(), BoxError>) -> Result<(), &BoxError> {
+        result.as_ref().map(|_| ())
+    }
+
     #[test]
     fn every_rule_maps_to_its_disposition() {
         let policy = |on_failure| AckPolicy {
@@ -487,17 +487,23 @@ mod tests {
             on_success: OnSuccess::Ack,
             on_failure: OnFailure::Noop,
         };
-        assert_eq!(policy.classify(&ok()), Disposition::Ack);
-        assert_eq!(policy.classify(&err("x")), Disposition::Leave);
-        let by_message = |r: &Result<(), BoxError>| match r {
+        assert_eq!(policy.classify(r(&ok())), Disposition::Ack);
+        assert_eq!(policy.classify(r(&err("x"))), Disposition::Leave);
+        let by_message = |r: Result<(), &BoxError>| match r {
             Ok(()) => Disposition::Ack,
             Err(e) if e.to_string().contains("busy") => Disposition::Redeliver,
             Err(_) => Disposition::Reject,
         };
-        assert_eq!(by_message.classify(&err("db busy")), Disposition::Redeliver);
-        assert_eq!(by_message.classify(&err("bad json")), Disposition::Reject);
+        assert_eq!(
+            by_message.classify(r(&err("db busy"))),
+            Disposition::Redeliver
+        );
+        assert_eq!(
+            by_message.classify(r(&err("bad json"))),
+            Disposition::Reject
+        );
         let boxed: Arc<dyn Classify> = Arc::new(by_message);
-        assert_eq!(boxed.classify(&ok()), Disposition::Ack);
+        assert_eq!(boxed.classify(r(&ok())), Disposition::Ack);
     }
 
     /// An error of some layer that wraps the service's error.
@@ -543,13 +549,13 @@ mod tests {
 
     #[test]
     fn a_marker_wins_over_the_classifier_and_the_policy() {
-        let always_ack = |_: &Result<(), BoxError>| Disposition::Ack;
+        let always_ack = |_: Result<(), &BoxError>| Disposition::Ack;
         let decider = Decider::new(Arc::new(always_ack), true);
         assert_eq!(
-            decider.decide(&err(Permanent::new("x"))),
+            decider.decide(r(&err(Permanent::new("x")))),
             Disposition::Reject
         );
-        assert_eq!(decider.decide(&err("plain")), Disposition::Ack);
+        assert_eq!(decider.decide(r(&err("plain"))), Disposition::Ack);
         let policy = AckPolicy {
             on_success: OnSuccess::Ack,
             on_failure: OnFailure::Ack,
@@ -563,14 +569,14 @@ mod tests {
     #[test]
     fn without_a_kept_session_redeliver_becomes_leave() {
         let decider = Decider::new(Arc::new(AckPolicy::default()), false);
-        assert_eq!(decider.decide(&err("x")), Disposition::Leave);
+        assert_eq!(decider.decide(r(&err("x"))), Disposition::Leave);
         assert_eq!(
-            decider.decide(&err(Redeliver::new("x"))),
+            decider.decide(r(&err(Redeliver::new("x")))),
             Disposition::Leave
         );
-        assert_eq!(decider.decide(&ok()), Disposition::Ack);
+        assert_eq!(decider.decide(r(&ok())), Disposition::Ack);
         let kept = Decider::default();
-        assert_eq!(kept.decide(&err("x")), Disposition::Redeliver);
+        assert_eq!(kept.decide(r(&err("x"))), Disposition::Redeliver);
     }
 
     #[test]

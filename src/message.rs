@@ -101,8 +101,8 @@ impl Origin {
     /// The disposition the consumer takes for a message of this connection whose
     /// service call returned `result`: a marker error if there is one, else the
     /// consumer's classifier (see [`crate::disposition`]).
-    pub fn disposition(&self, result: &Result<(), BoxError>) -> Disposition {
-        self.decider.decide(result)
+    pub fn disposition<T>(&self, result: &Result<T, BoxError>) -> Disposition {
+        self.decider.decide(result.as_ref().map(|_| ()))
     }
 }
 
@@ -169,6 +169,13 @@ impl Message {
     /// The connection the message arrived on.
     pub fn origin(&self) -> &Origin {
         &self.origin
+    }
+
+    /// A shared handle to [`origin`](Self::origin), for a layer that needs it after the
+    /// message has been handed to the inner service (e.g. to ask
+    /// [`Origin::disposition`] when the call finishes).
+    pub fn origin_shared(&self) -> Arc<Origin> {
+        self.origin.clone()
     }
 
     /// The first subscribed filter that matches the topic: the low-cardinality name of

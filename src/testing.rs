@@ -112,5 +112,5 @@ where
         Ok(mut svc) => svc.call(message).await.map(|_| ()).map_err(Into::into),
         Err(e) => Err(e.into()),
     };
-    Decider::new(Arc::new(policy), true).decide(&result)
+    Decider::new(Arc::new(policy), true).decide(result.as_ref().map(|_| ()))
 }

@@ -212,7 +212,7 @@ async fn a_classifier_closure_decides_failures() {
         let config = config(&broker, &id)
             .port(proxy.port())
             .proto_ver(ProtoVer::V5);
-        let classify = |r: &Result<(), BoxError>| match r {
+        let classify = |r: Result<(), &BoxError>| match r {
             Ok(()) => Disposition::Ack,
             Err(_) => Disposition::Reject,
         };
@@ -241,7 +241,7 @@ async fn a_classifier_closure_decides_failures() {
 
 #[test]
 fn classify_and_on_failure_together_are_a_typed_error() {
-    let classify = |_: &Result<(), BoxError>| Disposition::Ack;
+    let classify = |_: Result<(), &BoxError>| Disposition::Ack;
     let err = tower_mqtt::Consumer::builder(tower_mqtt::Config::new("localhost").client_id("c"))
         .topic("t", Q::AtLeastOnce)
         .on_failure(OnFailure::Ack)
@@ -259,7 +259,7 @@ fn classify_and_on_failure_together_are_a_typed_error() {
 /// `clean_start(true)`: a `Redeliver` decision becomes `Leave` at run time instead.
 #[test]
 fn a_classifier_is_allowed_with_clean_start() {
-    let classify = |_: &Result<(), BoxError>| Disposition::Redeliver;
+    let classify = |_: Result<(), &BoxError>| Disposition::Redeliver;
     tower_mqtt::Consumer::builder(tower_mqtt::Config::new("localhost").clean_start(true))
         .topic("t", Q::AtLeastOnce)
         .classify(classify)

@@ -17,7 +17,7 @@ use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData
 use support::consumer::*;
 use support::*;
 use tower::{service_fn, ServiceBuilder};
-use tower_mqtt::{AckPolicy, BoxError, DownReason, Message, OnFailure, OnSuccess, QoS as Q};
+use tower_mqtt::{BoxError, DownReason, Message, OnFailure, QoS as Q};
 use tower_mqtt_layers::otel::{trace_context_properties, EventMetrics, OtelLayer};
 
 fn attr<'a>(span: &'a SpanData, key: &str) -> Option<&'a Value> {
@@ -340,12 +340,10 @@ async fn failure_spans_carry_error_type_and_metrics_count_what_was_processed() {
         let broker = Broker::start(BrokerOptions::default());
         let id = unique("fail");
         let topic = unique("t");
-        let policy = AckPolicy {
-            on_success: OnSuccess::Ack,
-            on_failure: OnFailure::Ack,
-        };
+        // No ack_policy on the layer: the span records the consumer's own rule
+        // (on_failure(Ack) below), which every message carries.
         let svc = ServiceBuilder::new()
-            .layer(otel.layer().ack_policy(policy))
+            .layer(otel.layer())
             .timeout(Duration::from_millis(50))
             .service(service_fn(|m: Message| async move {
                 if m.payload().as_ref() == b"slow" {

@@ -1,26 +1,38 @@
 //! The one place the layer decides what the consumer will do with a message.
 
-use tower_mqtt::{AckPolicy, BoxError, Disposition, Message};
+use std::sync::Arc;
+
+use tower_mqtt::{AckPolicy, BoxError, Disposition, Message, Origin};
 
 /// What the consumer will do with one message once its call returns: fixed in
 /// [`Otel::call`](super::Otel) from the message, asked when the call finishes.
 ///
-/// Today the answer comes from the layer's [`AckPolicy`], which must match the
-/// consumer's. Everything that depends on that lives here, so asking the message's
-/// origin instead changes only this type.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Decider {
-    policy: AckPolicy,
+/// By default the message's [`Origin`] answers, with the consumer's own rule (its
+/// `on_failure`, or its classifier) and any marker error; a policy set with
+/// [`OtelLayer::ack_policy`](super::OtelLayer::ack_policy) replaces that rule (markers
+/// still win, as in the consumer).
+#[derive(Debug, Clone)]
+pub(super) enum Decider {
+    /// Ask the consumer's rule, carried by the message.
+    Origin(Arc<Origin>),
+    /// A rule given to the layer.
+    Policy(AckPolicy),
 }
 
 impl Decider {
     /// The decider for `message`, handled by a layer configured with `policy`.
-    pub(super) fn new(policy: AckPolicy, _message: &Message) -> Self {
-        Decider { policy }
+    pub(super) fn new(policy: Option<AckPolicy>, message: &Message) -> Self {
+        match policy {
+            Some(policy) => Decider::Policy(policy),
+            None => Decider::Origin(message.origin_shared()),
+        }
     }
 
     /// The disposition the consumer takes for `result`.
     pub(super) fn disposition<T>(&self, result: &Result<T, BoxError>) -> Disposition {
-        self.policy.decide(result)
+        match self {
+            Decider::Origin(origin) => origin.disposition(result),
+            Decider::Policy(policy) => policy.decide(result),
+        }
     }
 }

@@ -32,7 +32,7 @@ impl fmt::Debug for Shared {
 #[derive(Clone)]
 pub struct OtelLayer {
     shared: Arc<Shared>,
-    policy: AckPolicy,
+    policy: Option<AckPolicy>,
 }
 
 impl fmt::Debug for OtelLayer {
@@ -72,16 +72,20 @@ impl OtelLayer {
                 tracer,
                 metrics: MessageMetrics::new(meter),
             }),
-            policy: AckPolicy::default(),
+            policy: None,
         }
     }
 
-    /// The rules the consumer uses, so spans can record the disposition (default:
-    /// [`AckPolicy::default`], the consumer's default).
+    /// Record dispositions decided with `policy` instead of the consumer's own rule.
     ///
-    /// Clones of a layer share its tracer and instruments but not this setting.
+    /// Not needed with a consumer: every message carries its consumer's rule (its
+    /// `on_failure`, or its [`classify`](tower_mqtt::ConsumerBuilder::classify)), and
+    /// the span records what the consumer will do
+    /// ([`Origin::disposition`](tower_mqtt::Origin::disposition)). Useful where messages
+    /// are made by hand (e.g. `tower_mqtt::testing`). Clones of a layer share its tracer
+    /// and instruments but not this setting.
     pub fn ack_policy(mut self, policy: AckPolicy) -> Self {
-        self.policy = policy;
+        self.policy = Some(policy);
         self
     }
 }

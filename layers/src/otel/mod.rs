@@ -16,12 +16,11 @@
 //!
 //! ```no_run
 //! use tower::ServiceBuilder;
-//! use tower_mqtt::{AckPolicy, BoxError, Message};
+//! use tower_mqtt::{BoxError, Message};
 //! use tower_mqtt_layers::otel::OtelLayer;
 //!
-//! let policy = AckPolicy::default(); // the consumer's
 //! let service = ServiceBuilder::new()
-//!     .layer(OtelLayer::new().ack_policy(policy))
+//!     .layer(OtelLayer::new())
 //!     .service_fn(|message: Message| async move {
 //!         // Spans opened here are children of the message's `process` span.
 //!         Ok::<_, BoxError>(())

@@ -19,11 +19,11 @@ use super::propagation::parent_context;
 pub struct Otel<S> {
     inner: S,
     shared: Arc<Shared>,
-    policy: AckPolicy,
+    policy: Option<AckPolicy>,
 }
 
 impl<S> Otel<S> {
-    pub(super) fn new(inner: S, shared: Arc<Shared>, policy: AckPolicy) -> Self {
+    pub(super) fn new(inner: S, shared: Arc<Shared>, policy: Option<AckPolicy>) -> Self {
         Otel {
             inner,
             shared,

@@ -1128,6 +1128,27 @@ mod tests {
     }
 
     #[test]
+    fn bad_percent_escapes_name_the_part_they_are_in() {
+        for (url, reason) in [
+            ("mqtt://h%4", "bad percent-encoding in host"),
+            ("mqtt://h%zz:1883", "bad percent-encoding in host"),
+            ("mqtt://%zz@h", "bad percent-encoding in user name"),
+            ("mqtt://u%ff:pw@h", "bad percent-encoding in user name"),
+            ("mqtt://u:p%4@h", "bad percent-encoding in password"),
+            ("mqtt://u:p%@h", "bad percent-encoding in password"),
+            ("mqtt://u:%c3%28@h", "bad percent-encoding in password"),
+        ] {
+            match Config::from_url(url) {
+                Err(ConfigError::InvalidUrl { reason: r, .. }) => assert_eq!(r, reason, "{url}"),
+                other => panic!("{url}: {other:?}"),
+            }
+        }
+        let c = Config::from_url("mqtt://%C3%A9t%c3%a9:%25%20@h").unwrap();
+        assert_eq!(c.username.as_deref(), Some("\u{e9}t\u{e9}"));
+        assert_eq!(c.password, Some(Secret("% ".into())));
+    }
+
+    #[test]
     fn bad_urls_are_rejected_without_echoing_the_password() {
         for url in [
             "http://u:hunter2@h",

@@ -76,12 +76,14 @@ use std::time::Duration;
 mod emqtt;
 mod tls;
 mod url;
+mod validate;
 
 pub use emqtt::OptionValue;
 pub use tls::TlsOptions;
 
 pub(crate) use emqtt::Migrated;
 pub(crate) use tls::Pem;
+pub(crate) use validate::validate;
 
 /// MQTT protocol version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]

@@ -1,6 +1,8 @@
 //! [`Config::from_url`]: connection settings from an `mqtt://`, `mqtts://`, `ws://` or
 //! `wss://` URL.
 
+use percent_encoding::percent_decode_str;
+
 use super::tls::TlsOptions;
 use super::Config;
 use crate::error::ConfigError;
@@ -32,21 +34,23 @@ impl Config {
     }
 }
 
+/// `s` with its `%XX` escapes decoded; `None` if a `%` is not followed by two hex
+/// digits or the bytes are not UTF-8.
 fn percent_decode(s: &str) -> Option<String> {
+    // The crate passes a malformed escape through as is; in a URL it is a typo (or an
+    // unescaped `%` in a password), and guessing would send the wrong credentials.
     let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+    let well_formed = bytes.iter().enumerate().all(|(i, &b)| {
+        b != b'%'
+            || bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    });
+    if !well_formed {
+        return None;
     }
-    String::from_utf8(out).ok()
+    let decoded = percent_decode_str(s).decode_utf8().ok()?;
+    Some(decoded.into_owned())
 }
 
 fn parse_url(url: &str) -> Result<Config, ConfigError> {
@@ -188,6 +192,7 @@ mod tests {
             ("mqtt://u%ff:pw@h", "bad percent-encoding in user name"),
             ("mqtt://u:p%4@h", "bad percent-encoding in password"),
             ("mqtt://u:p%@h", "bad percent-encoding in password"),
+            ("mqtt://u:p%+1@h", "bad percent-encoding in password"),
             ("mqtt://u:%c3%28@h", "bad percent-encoding in password"),
         ] {
             match Config::from_url(url) {

@@ -4,71 +4,12 @@
 //! adds what to subscribe to and how to acknowledge, then validates everything at once in
 //! [`build`](crate::ConsumerBuilder::build).
 //!
-//! ## Transports
-//!
-//! | transport | how | notes |
-//! |---|---|---|
-//! | TCP | default, or `mqtt://host:port` | |
-//! | TLS | [`Config::tls`] with [`TlsOptions`], or `mqtts://` | rustls (TLS 1.2/1.3); verifies the server against [`TlsOptions::ca_file`] or the system roots; [`TlsOptions::server_name`] verifies (and sends as SNI) another name than the host; [`TlsOptions::client_cert_files`] for mutual TLS |
-//! | websocket | [`Config::websocket`]`(path)`, or `ws://host:port/path` | `mqtt` subprotocol; over TLS (`wss://`) when [`Config::tls`] is set too |
-//!
-//! TLS and websocket support are the cargo features `tls` and `websocket`, both on by
-//! default; without one, `build()` rejects a configuration that needs it with
-//! `ConfigError::Unsupported`.
-//!
-//! TLS and websocket failures are reported as typed
-//! [`DownReason`](crate::DownReason)s: `TlsUnknownCa`, `TlsCertificateExpired`,
-//! `TlsBadCertificate`, `TlsClientCertRequired`, `TlsClientCertRejected`,
-//! `TlsHandshake`, `WebSocket`.
-//!
-//! ## Options of off_broadway_emqtt
-//!
-//! Every option of off_broadway_emqtt's `:config` either works or is rejected by
-//! `build()` with a typed [`ConfigError`](crate::ConfigError); none is accepted and ignored. The "name"
-//! column is what [`Config::emqtt_option`] accepts, for carrying a config over as is.
-//!
-//! | emqtt option (name) | here | notes |
-//! |---|---|---|
-//! | `host`, `port` | [`Config::new`], [`Config::port`], [`Config::from_url`] | URL schemes `mqtt`, `mqtts`, `ws`, `wss` |
-//! | `username`, `password` | [`Config::username`], [`Config::password`] | never printed; a refused login is `DownReason::BadCredentials` or `NotAuthorized` (mosquitto 2.0 answers a wrong password with the latter), retried with backoff |
-//! | `ssl` | [`Config::tls`] | `true` enables TLS with default [`TlsOptions`], `false` removes it |
-//! | `ssl_opts.cacertfile` | [`TlsOptions::ca_file`] | read and checked by `build()` |
-//! | `ssl_opts.verify` | verify is the default; `"verify_none"` = [`TlsOptions::danger_accept_invalid_certs`] | |
-//! | `ssl_opts.server_name_indication` | [`TlsOptions::server_name`] | |
-//! | `ssl_opts.certfile`, `ssl_opts.keyfile` | [`TlsOptions::client_cert_files`] | |
-//! | `ws_path` | [`Config::websocket`] | actually used (the original ignored it) |
-//! | `connect_timeout` (s) | [`Config::connect_timeout`] | TCP + TLS + websocket + CONNACK; `DownReason::Timeout` |
-//! | `bridge_mode` | [`Config::bridge_mode`] | MQTT 3.1.1 protocol level `0x84`; with MQTT 5: `ConfigError::Unsupported` (no such flag) |
-//! | `clientid` | [`Config::client_id`] | `_N` appended per connection |
-//! | `clean_start` | [`Config::clean_start`] | MQTT 5 sessions last [`Config::session_expiry`] |
-//! | `proto_ver` | [`Config::proto_ver`] | `"v4"`, `"v5"`; `"v3"` is `ConfigError::UnsupportedProtocol` |
-//! | `keepalive` (s) | [`Config::keepalive`] | a silent broker is detected within 1.5× keepalive (`DownReason::KeepaliveTimeout`) |
-//! | `will_topic`, `will_payload`, `will_retain`, `will_qos` | [`Config::will`] with [`Will`] | published by the broker when the connection ends without DISCONNECT |
-//! | `reconnect` (count / `OptionValue::Infinity`) | [`ConsumerBuilder::max_reconnect_attempts`](crate::ConsumerBuilder::max_reconnect_attempts) | a count ends `run` with `RunError::ReconnectLimit` carrying the last reason; infinity retries forever with backoff. The consumer always reconnects and re-subscribes; `0` ends `run` at the first failure |
-//! | `reconnect_timeout` (s) | [`ConsumerBuilder::reconnect_backoff`](crate::ConsumerBuilder::reconnect_backoff)`(t, t)` | waits are drawn from `t/2..=t` (jitter); replaces the builder's backoff |
-//! | `force_ping` | `true`: what the consumer always does | a PINGREQ goes out every keepalive interval whatever else is sent; `false` is `ConfigError::Unsupported` |
-//! | `retry_interval` | `ConfigError::Unsupported` | nothing to resend: a consumer publishes nothing, and MQTT 5 forbids resending except on reconnect; redelivery of failures is [`OnFailure::Redeliver`](crate::OnFailure::Redeliver) |
-//! | `ack_timeout` | `ConfigError::Unsupported` | CONNACK is bounded by `connect_timeout`, SUBACK and PINGRESP by keepalive |
-//! | `low_mem` | `ConfigError::Unsupported` | memory is bounded by `max_inflight` and `max_packet_size` |
-//! | `custom_auth_callbacks` | `ConfigError::Unsupported` | MQTT 5 enhanced authentication needs an AUTH exchange that rumqttc's client does not have and this consumer does not implement |
-//! | `properties` (a map) | one [`Config::connect_property`] per property (or `emqtt_option("properties.<Name>", v)`) | see below |
-//!
-//! MQTT 5 CONNECT properties ([`Config::connect_property`] names; `build()` rejects
-//! every one of them with MQTT 3.1.1, as `ConfigError::RequiresMqtt5`):
-//!
-//! | property | here |
-//! |---|---|
-//! | `User-Property` | [`Config::user_property`], sent in order |
-//! | `Request-Problem-Information` | [`Config::request_problem_info`] |
-//! | `Request-Response-Information` | [`Config::request_response_info`] |
-//! | `Receive-Maximum` | always sent as [`ConsumerBuilder::max_inflight`](crate::ConsumerBuilder::max_inflight); a different explicit value is `ConfigError::ConflictingOption` |
-//! | `Session-Expiry-Interval` | always sent from [`Config::session_expiry`] (not at all with `clean_start(true)`); a different explicit value is `ConfigError::ConflictingOption` |
-//! | `Topic-Alias-Maximum` | [`Config::topic_alias_max`]: `0` only; above 0 is `ConfigError::Unsupported` (aliased topics are not resolved) |
-//! | `Maximum-Packet-Size` | `ConfigError::Unsupported`: brokers silently drop larger messages; [`Config::max_packet_size`] fails loudly instead |
-//! | `Authentication-Method`, `Authentication-Data` | `ConfigError::Unsupported` (no AUTH exchange, as `custom_auth_callbacks`) |
-//!
-//! An unknown name is `ConfigError::UnknownOption`; a value of the wrong type is
-//! `ConfigError::InvalidOptionValue` (which never shows the value).
+#![doc = include_str!("../../docs/options.md")]
+
+// This file holds the data (Config, QoS, ProtoVer, Will, Secret) and its setters; the
+// option tables above live in docs/options.md. tls.rs: TlsOptions and PEM data. url.rs:
+// Config::from_url. emqtt.rs: the off_broadway_emqtt names. validate.rs: the checks of
+// ConsumerBuilder::build.
 
 use std::fmt;
 use std::time::Duration;

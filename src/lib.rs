@@ -63,7 +63,7 @@ pub mod testing;
 mod topic;
 mod transport;
 
-pub use config::{Config, ProtoVer, QoS};
+pub use config::{Config, OptionValue, ProtoVer, QoS, TlsOptions, Will};
 pub use consumer::{Consumer, ConsumerBuilder};
 pub use disposition::{AckPolicy, Disposition, OnFailure, OnSuccess};
 pub use error::{BoxError, ConfigError, DownReason, RunError};

@@ -23,6 +23,7 @@ pub use emqtt::OptionValue;
 pub use tls::TlsOptions;
 
 pub(crate) use emqtt::Migrated;
+#[cfg(feature = "tls")] // only the TLS transport reads PEM data
 pub(crate) use tls::Pem;
 pub(crate) use validate::validate;
 

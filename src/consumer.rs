@@ -7,7 +7,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
-use crate::config::{Config, ProtoVer, QoS, MAX_PACKET_SIZE_LIMIT};
+use crate::config::{self, Config, QoS};
 use crate::disposition::{AckPolicy, Classify, Decider, OnFailure, OnSuccess};
 use crate::driver::{Backoff, Codec, Driver, Settings};
 use crate::error::{BoxError, ConfigError, RunError};
@@ -159,150 +159,9 @@ impl ConsumerBuilder {
     /// Check every option and build the consumer.
     pub fn build(self) -> Result<Consumer, ConfigError> {
         let c = &self.config;
-        if c.proto_ver == ProtoVer::V3 {
-            return Err(ConfigError::UnsupportedProtocol);
-        }
-        if c.host.trim().is_empty() {
-            return Err(ConfigError::EmptyHost);
-        }
-        if c.port == 0 {
-            return Err(ConfigError::InvalidPort);
-        }
-        if c.password.is_some() && c.username.is_none() {
-            return Err(ConfigError::PasswordWithoutUsername);
-        }
-        let ka = c.keepalive;
-        if ka > Duration::from_secs(65_535) || (!ka.is_zero() && ka < Duration::from_secs(1)) {
-            return Err(ConfigError::InvalidKeepalive(ka));
-        }
-        if c.proto_ver == ProtoVer::V5 && !c.clean_start {
-            if c.session_expiry.as_secs() == 0 {
-                return Err(ConfigError::InvalidSessionExpiry(
-                    "an MQTT 5 session with expiry 0 ends when the connection closes, so clean_start(false) would keep nothing; use at least 1 s (default 24 h)",
-                ));
-            }
-            if c.session_expiry.as_secs() > u64::from(u32::MAX) {
-                return Err(ConfigError::InvalidSessionExpiry(
-                    "at most 4294967295 s (u32::MAX, which MQTT 5 treats as never expiring)",
-                ));
-            }
-        }
-        if c.max_packet_size < 1024 || c.max_packet_size > MAX_PACKET_SIZE_LIMIT {
-            return Err(ConfigError::InvalidMaxPacketSize(c.max_packet_size));
-        }
-        if c.connect_timeout.is_zero() {
-            return Err(ConfigError::ZeroDuration("connect_timeout"));
-        }
-        if let Some(e) = c.migrated.errors.first() {
-            return Err(e.clone());
-        }
-        crate::transport::validate(c)?;
-        if let Some(will) = &c.will {
-            if will.topic.is_empty() {
-                return Err(ConfigError::InvalidWill(
-                    "empty topic; set the topic the broker should publish the will to",
-                ));
-            }
-            if will.topic.contains(['+', '#', '\0']) {
-                return Err(ConfigError::InvalidWill(
-                    "the topic must not contain '+', '#' or NUL (it is a topic name, not a filter)",
-                ));
-            }
-            if will.topic.len() > 65_535 || will.payload.len() > 65_535 {
-                return Err(ConfigError::InvalidWill(
-                    "topic and payload are limited to 65535 bytes each",
-                ));
-            }
-        }
-        if c.bridge_mode && c.proto_ver == ProtoVer::V5 {
-            return Err(ConfigError::Unsupported {
-                option: "bridge_mode".into(),
-                why: "MQTT 5 has no bridge flag in CONNECT (it is an MQTT 3.1.1 extension, protocol level 0x84)",
-                instead: "ProtoVer::V4 with bridge_mode(true), or drop bridge_mode with MQTT 5",
-            });
-        }
-        let p = &c.properties;
-        if c.proto_ver != ProtoVer::V5 {
-            for (set, name) in [
-                (!p.user_properties.is_empty(), "user_property"),
-                (p.request_problem_info.is_some(), "request_problem_info"),
-                (p.request_response_info.is_some(), "request_response_info"),
-                (p.topic_alias_max.is_some(), "topic_alias_max"),
-                (p.receive_maximum.is_some(), "properties.Receive-Maximum"),
-                (
-                    p.session_expiry.is_some(),
-                    "properties.Session-Expiry-Interval",
-                ),
-            ] {
-                if set {
-                    return Err(ConfigError::RequiresMqtt5(name));
-                }
-            }
-        }
-        if p.topic_alias_max.is_some_and(|m| m > 0) {
-            return Err(ConfigError::Unsupported {
-                option: "topic_alias_max".into(),
-                why: "a Topic Alias Maximum above 0 lets the broker replace topics with aliases, which the consumer does not resolve",
-                instead: "topic_alias_max(0) or leave it unset",
-            });
-        }
-        if let Some(rm) = p.receive_maximum {
-            if usize::from(rm) != self.max_inflight {
-                return Err(ConfigError::ConflictingOption {
-                    option: "properties.Receive-Maximum".into(),
-                    other: "max_inflight",
-                    resolution: "Receive Maximum is always sent as max_inflight (the messages each connection holds); set ConsumerBuilder::max_inflight instead",
-                });
-            }
-        }
-        if let Some(se) = p.session_expiry {
-            let sent = if c.clean_start {
-                0
-            } else {
-                c.session_expiry.as_secs()
-            };
-            if u64::from(se) != sent {
-                return Err(ConfigError::ConflictingOption {
-                    option: "properties.Session-Expiry-Interval".into(),
-                    other: "session_expiry",
-                    resolution: "Session Expiry Interval is always sent from Config::session_expiry (none with clean_start(true)); set that instead",
-                });
-            }
-        }
-        for (key, value) in &p.user_properties {
-            if key.len() > 65_535 || value.len() > 65_535 {
-                return Err(ConfigError::InvalidOptionValue {
-                    option: "user_property".into(),
-                    expected: "key and value of at most 65535 bytes each",
-                });
-            }
-        }
-        let client_id = match (&c.client_id, c.clean_start) {
-            (Some(id), _) => {
-                if id.is_empty() {
-                    return Err(ConfigError::InvalidClientId {
-                        id: id.clone(),
-                        reason:
-                            "empty; leave client_id unset (with clean_start(true)) to generate one",
-                    });
-                }
-                if id.contains('\0') {
-                    return Err(ConfigError::InvalidClientId {
-                        id: id.clone(),
-                        reason: "must not contain NUL",
-                    });
-                }
-                if id.len() > 65_000 {
-                    return Err(ConfigError::InvalidClientId {
-                        id: id.clone(),
-                        reason: "longer than MQTT allows (65535 bytes including the _N suffix)",
-                    });
-                }
-                id.clone()
-            }
-            (None, true) => format!("tower-mqtt-{:016x}", fastrand::u64(..)),
-            (None, false) => return Err(ConfigError::MissingClientId),
-        };
+        // Everything about the connection first (the same order as always, so the same
+        // error wins); it also settles the client id.
+        let client_id = config::validate(c, self.max_inflight, crate::transport::validate)?;
         if self.topics.is_empty() {
             return Err(ConfigError::NoTopic);
         }

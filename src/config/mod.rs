@@ -1,0 +1,313 @@
+//! Connection settings: where the broker is and how to talk to it.
+//!
+//! [`Config`] describes one MQTT connection. The [`ConsumerBuilder`](crate::ConsumerBuilder)
+//! adds what to subscribe to and how to acknowledge, then validates everything at once in
+//! [`build`](crate::ConsumerBuilder::build).
+//!
+#![doc = include_str!("../../docs/options.md")]
+
+// This file holds the data (Config, QoS, ProtoVer, Will, Secret) and its setters; the
+// option tables above live in docs/options.md. tls.rs: TlsOptions and PEM data. url.rs:
+// Config::from_url. emqtt.rs: the off_broadway_emqtt names. validate.rs: the checks of
+// ConsumerBuilder::build.
+
+use std::fmt;
+use std::time::Duration;
+
+mod emqtt;
+mod tls;
+mod url;
+mod validate;
+
+pub use emqtt::OptionValue;
+pub use tls::TlsOptions;
+
+pub(crate) use emqtt::Migrated;
+#[cfg(feature = "tls")] // only the TLS transport reads PEM data
+pub(crate) use tls::Pem;
+pub(crate) use validate::validate;
+
+/// MQTT protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ProtoVer {
+    /// MQTT 3.1. Not supported: `build()` rejects it with
+    /// [`ConfigError::UnsupportedProtocol`](crate::ConfigError::UnsupportedProtocol).
+    V3,
+    /// MQTT 3.1.1 (protocol level 4). The default.
+    #[default]
+    V4,
+    /// MQTT 5.
+    V5,
+}
+
+/// MQTT quality of service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum QoS {
+    /// QoS 0: delivered at most once, never acknowledged.
+    AtMostOnce = 0,
+    /// QoS 1: delivered at least once, acknowledged with PUBACK.
+    AtLeastOnce = 1,
+    /// QoS 2: delivered exactly once by the broker, acknowledged with PUBREC
+    /// (and PUBCOMP once the broker releases it).
+    ExactlyOnce = 2,
+}
+
+/// Default largest incoming packet: enough for a 1 MiB payload plus topic and properties.
+pub const DEFAULT_MAX_PACKET_SIZE: usize = 1024 * 1024 + 64 * 1024;
+/// Largest packet MQTT can encode (256 MiB), and so the largest `max_packet_size`.
+pub const MAX_PACKET_SIZE_LIMIT: usize = 268_435_455;
+
+/// A password that never shows up in `Debug` output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Secret(pub(crate) String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+/// How to reach and talk to the broker.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_mqtt::{Config, ProtoVer};
+///
+/// let config = Config::new("127.0.0.1")
+///     .port(1883)
+///     .client_id("ingest")
+///     .proto_ver(ProtoVer::V5)
+///     .keepalive(Duration::from_secs(30));
+/// ```
+///
+/// Nothing is checked until [`ConsumerBuilder::build`](crate::ConsumerBuilder::build),
+/// which reports every problem as a [`ConfigError`](crate::ConfigError) naming the option.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) client_id: Option<String>,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<Secret>,
+    pub(crate) clean_start: bool,
+    pub(crate) proto_ver: ProtoVer,
+    pub(crate) keepalive: Duration,
+    pub(crate) session_expiry: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_packet_size: usize,
+    pub(crate) tls: Option<TlsOptions>,
+    /// `Some(path)`: speak MQTT over a websocket at this path (`ws://`, or `wss://` with TLS).
+    pub(crate) websocket_path: Option<String>,
+    pub(crate) will: Option<Will>,
+    pub(crate) bridge_mode: bool,
+    pub(crate) properties: ConnectProperties,
+    pub(crate) migrated: Migrated,
+}
+
+/// MQTT 5 CONNECT properties given explicitly (see [`Config::connect_property`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ConnectProperties {
+    pub(crate) user_properties: Vec<(String, String)>,
+    pub(crate) request_problem_info: Option<bool>,
+    pub(crate) request_response_info: Option<bool>,
+    pub(crate) topic_alias_max: Option<u16>,
+    /// Checked against `max_inflight` by `build()`.
+    pub(crate) receive_maximum: Option<u16>,
+    /// Checked against `session_expiry` by `build()`.
+    pub(crate) session_expiry: Option<u32>,
+}
+
+impl Config {
+    /// Connection settings for the broker at `host`, port 1883.
+    pub fn new(host: impl Into<String>) -> Self {
+        Config {
+            host: host.into(),
+            port: 1883,
+            client_id: None,
+            username: None,
+            password: None,
+            clean_start: false,
+            proto_ver: ProtoVer::V4,
+            keepalive: Duration::from_secs(30),
+            session_expiry: Duration::from_secs(24 * 60 * 60),
+            connect_timeout: Duration::from_secs(60),
+            max_packet_size: DEFAULT_MAX_PACKET_SIZE,
+            tls: None,
+            websocket_path: None,
+            will: None,
+            bridge_mode: false,
+            properties: ConnectProperties::default(),
+            migrated: Migrated::default(),
+        }
+    }
+
+    /// Connect over TLS (`ssl` + `ssl_opts` in off_broadway_emqtt). The server's
+    /// certificate is verified by default; see [`TlsOptions`].
+    pub fn tls(mut self, tls: TlsOptions) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Speak MQTT over a websocket at `path` (e.g. `"/mqtt"`): `ws://host:port/path`,
+    /// or `wss://` when [`tls`](Self::tls) is set too. The upgrade request asks for the
+    /// `mqtt` subprotocol. (`ws_path` in off_broadway_emqtt, which accepted and ignored it.)
+    pub fn websocket(mut self, path: impl Into<String>) -> Self {
+        self.websocket_path = Some(path.into());
+        self
+    }
+
+    /// Last will: the broker publishes it when this connection ends without a
+    /// DISCONNECT (a crash, a cut network, a keepalive timeout), never after a clean
+    /// shutdown.
+    pub fn will(mut self, will: Will) -> Self {
+        self.will = Some(will);
+        self
+    }
+
+    /// MQTT 3.1.1 bridge mode: CONNECT carries protocol level `0x84`, which tells
+    /// brokers that know it (mosquitto) that the client is a bridge. MQTT 5 has no such
+    /// flag, so `build()` rejects it with [`ProtoVer::V5`]. Default `false`.
+    pub fn bridge_mode(mut self, bridge: bool) -> Self {
+        self.bridge_mode = bridge;
+        self
+    }
+
+    /// MQTT 5: add a User Property to CONNECT (repeatable; order is kept). `build()`
+    /// rejects it with MQTT 3.1.1, which has no properties.
+    pub fn user_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.properties
+            .user_properties
+            .push((key.into(), value.into()));
+        self
+    }
+
+    /// MQTT 5 Request Problem Information (broker default: `true`).
+    pub fn request_problem_info(mut self, request: bool) -> Self {
+        self.properties.request_problem_info = Some(request);
+        self
+    }
+
+    /// MQTT 5 Request Response Information (broker default: `false`).
+    pub fn request_response_info(mut self, request: bool) -> Self {
+        self.properties.request_response_info = Some(request);
+        self
+    }
+
+    /// MQTT 5 Topic Alias Maximum. Only `0` (the default: no aliases) is accepted; a
+    /// larger value lets the broker send aliased topics, which the consumer does not
+    /// resolve, so `build()` rejects it.
+    pub fn topic_alias_max(mut self, max: u16) -> Self {
+        self.properties.topic_alias_max = Some(max);
+        self
+    }
+
+    /// Broker TCP port. Default 1883.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Client identifier. Each connection appends `_N`, its producer index.
+    ///
+    /// Required with `clean_start(false)` (the default): a generated id could never
+    /// resume its session, so messages left unacknowledged would be stranded.
+    pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
+        self.client_id = Some(client_id.into());
+        self
+    }
+
+    /// User name sent in CONNECT.
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+
+    /// Password sent in CONNECT. Requires [`username`](Self::username). Never printed.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(Secret(password.into()));
+        self
+    }
+
+    /// Whether the broker should discard the session on connect. Default `false`, so a
+    /// restarted consumer resumes its session and the broker redelivers what was left
+    /// unacknowledged.
+    pub fn clean_start(mut self, clean_start: bool) -> Self {
+        self.clean_start = clean_start;
+        self
+    }
+
+    /// MQTT protocol version. Default [`ProtoVer::V4`] (MQTT 3.1.1).
+    pub fn proto_ver(mut self, proto_ver: ProtoVer) -> Self {
+        self.proto_ver = proto_ver;
+        self
+    }
+
+    /// Keepalive interval, in whole seconds (0 disables keepalive). Default 30 s.
+    ///
+    /// A PINGREQ goes out every interval; a broker that does not answer within half an
+    /// interval more is treated as gone, so a dead broker is noticed within 1.5× keepalive.
+    pub fn keepalive(mut self, keepalive: Duration) -> Self {
+        self.keepalive = keepalive;
+        self
+    }
+
+    /// MQTT 5 Session Expiry Interval sent with `clean_start(false)`. Default 24 hours.
+    ///
+    /// MQTT 5 ends a session when the connection closes unless this is non-zero, so
+    /// `clean_start(false)` alone would keep nothing. Ignored by MQTT 3.1.1, whose
+    /// persistent sessions last until the broker expires them.
+    pub fn session_expiry(mut self, session_expiry: Duration) -> Self {
+        self.session_expiry = session_expiry;
+        self
+    }
+
+    /// How long to wait for the TCP connection and the CONNACK. Default 60 s.
+    pub fn connect_timeout(mut self, connect_timeout: Duration) -> Self {
+        self.connect_timeout = connect_timeout;
+        self
+    }
+
+    /// Largest incoming packet accepted, in bytes. Default
+    /// [`DEFAULT_MAX_PACKET_SIZE`] (a 1 MiB payload fits); at most
+    /// [`MAX_PACKET_SIZE_LIMIT`] (256 MiB). A larger packet closes the connection with
+    /// [`DownReason::PacketTooLarge`](crate::DownReason::PacketTooLarge) and stays on the
+    /// broker. It is not sent as MQTT 5 Maximum Packet Size, because brokers silently
+    /// discard messages above that limit.
+    pub fn max_packet_size(mut self, bytes: usize) -> Self {
+        self.max_packet_size = bytes;
+        self
+    }
+}
+
+/// A last-will message; see [`Config::will`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Will {
+    pub(crate) topic: String,
+    pub(crate) payload: bytes::Bytes,
+    pub(crate) qos: QoS,
+    pub(crate) retain: bool,
+}
+
+impl Will {
+    /// A will published to `topic` with `payload`, QoS 0, not retained.
+    pub fn new(topic: impl Into<String>, payload: impl Into<bytes::Bytes>) -> Self {
+        Will {
+            topic: topic.into(),
+            payload: payload.into(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+        }
+    }
+
+    /// QoS of the will message (default 0).
+    pub fn qos(mut self, qos: QoS) -> Self {
+        self.qos = qos;
+        self
+    }
+
+    /// Whether the broker publishes the will as retained (default `false`).
+    pub fn retain(mut self, retain: bool) -> Self {
+        self.retain = retain;
+        self
+    }
+}

@@ -209,7 +209,7 @@ struct Reading {
 }
 
 impl Reading {
-    fn parse(payload: &[u8]) -> Result<Reading, BoxError> {
+    fn parse(payload: &[u8]) -> Result<Self, BoxError> {
         let text = std::str::from_utf8(payload)?;
         let mut fields = text.split_whitespace();
         let (Some(seq), Some(sensor), Some(celsius), None) =
@@ -217,7 +217,7 @@ impl Reading {
         else {
             return Err(format!("malformed reading {text:?}").into());
         };
-        Ok(Reading {
+        Ok(Self {
             seq: seq.parse()?,
             sensor: sensor.to_owned(),
             celsius: celsius.parse()?,

@@ -312,6 +312,7 @@ impl Consumer {
     }
 
     /// Client id of connection `index` (`<client_id>_<index>`).
+    #[must_use]
     pub fn client_id(&self, index: usize) -> String {
         format!("{}_{index}", self.settings.client_id)
     }

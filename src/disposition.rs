@@ -78,6 +78,7 @@ pub enum Disposition {
 
 impl Disposition {
     /// Whether an acknowledgement goes to the broker (for a QoS 1 or 2 message).
+    #[must_use]
     pub fn acknowledges(self) -> bool {
         self.ack_reason(QoS::AtLeastOnce).is_some()
     }
@@ -86,39 +87,42 @@ impl Disposition {
     /// acknowledged (PUBACK for QoS 1, PUBREC for QoS 2; `0x00` is Success, and MQTT
     /// 3.1.1 sends no reason code at all), `None` when nothing is sent. QoS 0 messages
     /// are never acknowledged.
+    #[must_use]
     pub fn ack_reason(self, qos: QoS) -> Option<u8> {
         if qos == QoS::AtMostOnce {
             return None;
         }
         match self {
-            Disposition::Ack => Some(0x00),
-            Disposition::Reject => Some(RejectReason::UnspecifiedError.code()),
-            Disposition::RejectWith(reason) => Some(reason.code()),
-            Disposition::Leave | Disposition::Redeliver => None,
+            Self::Ack => Some(0x00),
+            Self::Reject => Some(RejectReason::UnspecifiedError.code()),
+            Self::RejectWith(reason) => Some(reason.code()),
+            Self::Leave | Self::Redeliver => None,
         }
     }
 
     /// Whether a message of `qos` with this disposition is withheld for redelivery (it
     /// counts toward the failures that make the connection resume its session).
+    #[must_use]
     pub fn withholds(self, qos: QoS) -> bool {
-        self == Disposition::Redeliver && qos != QoS::AtMostOnce
+        self == Self::Redeliver && qos != QoS::AtMostOnce
     }
 
     /// Stable lowercase name, used in telemetry (`RejectWith` is `"reject"` too; its
     /// code is in [`ack_reason`](Self::ack_reason)).
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
-            Disposition::Ack => "ack",
-            Disposition::Leave => "leave",
-            Disposition::Redeliver => "redeliver",
-            Disposition::Reject | Disposition::RejectWith(_) => "reject",
+            Self::Ack => "ack",
+            Self::Leave => "leave",
+            Self::Redeliver => "redeliver",
+            Self::Reject | Self::RejectWith(_) => "reject",
         }
     }
 
     /// A call still running when the drain timeout passes (shutdown or a redelivery
     /// reconnect) is abandoned: not acknowledged, so the broker sends it again on the
     /// next session.
-    pub(crate) const ABANDONED: Disposition = Disposition::Leave;
+    pub(crate) const ABANDONED: Self = Self::Leave;
 }
 
 impl fmt::Display for Disposition {
@@ -149,26 +153,28 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// The reason code byte.
+    #[must_use]
     pub fn code(self) -> u8 {
         match self {
-            RejectReason::UnspecifiedError => 0x80,
-            RejectReason::ImplementationSpecificError => 0x83,
-            RejectReason::NotAuthorized => 0x87,
-            RejectReason::TopicNameInvalid => 0x90,
-            RejectReason::QuotaExceeded => 0x97,
-            RejectReason::PayloadFormatInvalid => 0x99,
+            Self::UnspecifiedError => 0x80,
+            Self::ImplementationSpecificError => 0x83,
+            Self::NotAuthorized => 0x87,
+            Self::TopicNameInvalid => 0x90,
+            Self::QuotaExceeded => 0x97,
+            Self::PayloadFormatInvalid => 0x99,
         }
     }
 
     /// The name MQTT 5 gives the code.
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
-            RejectReason::UnspecifiedError => "unspecified error",
-            RejectReason::ImplementationSpecificError => "implementation specific error",
-            RejectReason::NotAuthorized => "not authorized",
-            RejectReason::TopicNameInvalid => "topic name invalid",
-            RejectReason::QuotaExceeded => "quota exceeded",
-            RejectReason::PayloadFormatInvalid => "payload format invalid",
+            Self::UnspecifiedError => "unspecified error",
+            Self::ImplementationSpecificError => "implementation specific error",
+            Self::NotAuthorized => "not authorized",
+            Self::TopicNameInvalid => "topic name invalid",
+            Self::QuotaExceeded => "quota exceeded",
+            Self::PayloadFormatInvalid => "payload format invalid",
         }
     }
 }
@@ -241,14 +247,14 @@ impl AckPolicy {
         }
     }
 
-    fn on_ok(&self) -> Disposition {
+    fn on_ok(self) -> Disposition {
         match self.on_success {
             OnSuccess::Ack => Disposition::Ack,
         }
     }
 
     /// The disposition of a failed call.
-    fn on_failure(&self) -> Disposition {
+    fn on_failure(self) -> Disposition {
         match self.on_failure {
             OnFailure::Noop => Disposition::Leave,
             OnFailure::Ack => Disposition::Ack,
@@ -271,7 +277,7 @@ pub(crate) struct Decider {
 
 impl Decider {
     pub(crate) fn new(classifier: Arc<dyn Classify>, keeps_session: bool) -> Self {
-        Decider {
+        Self {
             classifier,
             keeps_session,
         }
@@ -297,7 +303,7 @@ impl Decider {
 
 impl Default for Decider {
     fn default() -> Self {
-        Decider::new(Arc::new(AckPolicy::default()), true)
+        Self::new(Arc::new(AckPolicy::default()), true)
     }
 }
 
@@ -355,13 +361,14 @@ pub struct Reject {
 impl Reject {
     /// Reject with `reason` because of `source`.
     pub fn new(reason: RejectReason, source: impl Into<BoxError>) -> Self {
-        Reject {
+        Self {
             reason,
             source: source.into(),
         }
     }
 
     /// The reason code sent to the broker (MQTT 5).
+    #[must_use]
     pub fn reason(&self) -> RejectReason {
         self.reason
     }
@@ -390,7 +397,7 @@ pub struct Permanent {
 impl Permanent {
     /// A permanent failure caused by `source`.
     pub fn new(source: impl Into<BoxError>) -> Self {
-        Permanent {
+        Self {
             source: source.into(),
         }
     }
@@ -420,7 +427,7 @@ pub struct Redeliver {
 impl Redeliver {
     /// A failure worth another attempt later, caused by `source`.
     pub fn new(source: impl Into<BoxError>) -> Self {
-        Redeliver {
+        Self {
             source: source.into(),
         }
     }

@@ -263,48 +263,48 @@ pub enum DownReason {
 impl fmt::Display for DownReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            DownReason::BadCredentials => f.write_str("bad user name or password"),
-            DownReason::NotAuthorized => f.write_str("not authorized"),
-            DownReason::ServerUnavailable => f.write_str("server unavailable"),
-            DownReason::ServerBusy => f.write_str("server busy"),
-            DownReason::QuotaExceeded => f.write_str("quota exceeded"),
-            DownReason::Refused { code, name } => {
+            Self::BadCredentials => f.write_str("bad user name or password"),
+            Self::NotAuthorized => f.write_str("not authorized"),
+            Self::ServerUnavailable => f.write_str("server unavailable"),
+            Self::ServerBusy => f.write_str("server busy"),
+            Self::QuotaExceeded => f.write_str("quota exceeded"),
+            Self::Refused { code, name } => {
                 write!(f, "connection refused by broker: {name} (code {code})")
             }
-            DownReason::Dns(e) => write!(f, "DNS lookup failed: {e}"),
-            DownReason::ConnectionRefused => f.write_str("TCP connection refused"),
-            DownReason::Timeout => f.write_str("timed out connecting"),
-            DownReason::KeepaliveTimeout => f.write_str("broker did not answer PINGREQ"),
-            DownReason::Closed => f.write_str("connection closed by broker"),
-            DownReason::ServerDisconnect { code } => {
+            Self::Dns(e) => write!(f, "DNS lookup failed: {e}"),
+            Self::ConnectionRefused => f.write_str("TCP connection refused"),
+            Self::Timeout => f.write_str("timed out connecting"),
+            Self::KeepaliveTimeout => f.write_str("broker did not answer PINGREQ"),
+            Self::Closed => f.write_str("connection closed by broker"),
+            Self::ServerDisconnect { code } => {
                 write!(f, "broker sent DISCONNECT (reason 0x{code:02x})")
             }
-            DownReason::PacketTooLarge { size, limit } => write!(
+            Self::PacketTooLarge { size, limit } => write!(
                 f,
                 "incoming packet of {size} bytes exceeds max_packet_size ({limit}); raise Config::max_packet_size"
             ),
-            DownReason::Protocol(e) => write!(f, "protocol error: {e}"),
-            DownReason::Redelivery { failures } => {
+            Self::Protocol(e) => write!(f, "protocol error: {e}"),
+            Self::Redelivery { failures } => {
                 write!(f, "reconnecting to have {failures} failed message(s) redelivered")
             }
-            DownReason::TlsUnknownCa => f.write_str(
+            Self::TlsUnknownCa => f.write_str(
                 "TLS: the broker's certificate is not signed by a trusted CA (set TlsOptions::ca_file)",
             ),
-            DownReason::TlsCertificateExpired => {
+            Self::TlsCertificateExpired => {
                 f.write_str("TLS: the broker's certificate has expired or is not valid yet")
             }
-            DownReason::TlsBadCertificate(e) => {
+            Self::TlsBadCertificate(e) => {
                 write!(f, "TLS: the broker's certificate was rejected: {e}")
             }
-            DownReason::TlsClientCertRequired => f.write_str(
+            Self::TlsClientCertRequired => f.write_str(
                 "TLS: the broker requires a client certificate (set TlsOptions::client_cert_files)",
             ),
-            DownReason::TlsClientCertRejected(alert) => {
+            Self::TlsClientCertRejected(alert) => {
                 write!(f, "TLS: the broker rejected the client certificate ({alert})")
             }
-            DownReason::TlsHandshake(e) => write!(f, "TLS handshake failed: {e}"),
-            DownReason::WebSocket(e) => write!(f, "websocket: {e}"),
-            DownReason::Io { kind, message } => write!(f, "I/O error ({kind:?}): {message}"),
+            Self::TlsHandshake(e) => write!(f, "TLS handshake failed: {e}"),
+            Self::WebSocket(e) => write!(f, "websocket: {e}"),
+            Self::Io { kind, message } => write!(f, "I/O error ({kind:?}): {message}"),
         }
     }
 }

@@ -19,10 +19,11 @@ pub enum Status {
 
 impl Status {
     /// `"success"` or `"failure"`.
+    #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
-            Status::Success => "success",
-            Status::Failure => "failure",
+            Self::Success => "success",
+            Self::Failure => "failure",
         }
     }
 }
@@ -148,6 +149,7 @@ pub enum Event<'a> {
 
 impl Event<'_> {
     /// The event's stable name, e.g. `"connection.up"`.
+    #[must_use]
     pub fn name(&self) -> &'static str {
         match self {
             Event::ProducerInit { .. } => "producer.init",
@@ -175,9 +177,9 @@ pub(crate) struct Emitter {
 }
 
 impl Emitter {
-    fn hook(&self, event: Event<'_>) {
+    fn hook(&self, event: &Event<'_>) {
         if let Some(hook) = &self.hook {
-            hook(&event);
+            hook(event);
         }
     }
 
@@ -185,7 +187,7 @@ impl Emitter {
         let (producer_index, client_id) = (self.producer_index, &*self.client_id);
         tracing::info!(target: "tower_mqtt::producer", event = "producer.init",
             producer_index, client_id, "producer started");
-        self.hook(Event::ProducerInit {
+        self.hook(&Event::ProducerInit {
             producer_index,
             client_id,
         });
@@ -195,7 +197,7 @@ impl Emitter {
         let (producer_index, client_id) = (self.producer_index, &*self.client_id);
         tracing::info!(target: "tower_mqtt::producer", event = "producer.terminate",
             producer_index, client_id, reason, "producer stopped");
-        self.hook(Event::ProducerTerminate {
+        self.hook(&Event::ProducerTerminate {
             producer_index,
             client_id,
             reason,
@@ -206,7 +208,7 @@ impl Emitter {
         let (producer_index, client_id) = (self.producer_index, &*self.client_id);
         tracing::info!(target: "tower_mqtt::connection", event = "connection.up",
             producer_index, client_id, session_present, "connected");
-        self.hook(Event::ConnectionUp {
+        self.hook(&Event::ConnectionUp {
             producer_index,
             client_id,
             session_present,
@@ -217,7 +219,7 @@ impl Emitter {
         let (producer_index, client_id) = (self.producer_index, &*self.client_id);
         tracing::warn!(target: "tower_mqtt::connection", event = "connection.down",
             producer_index, client_id, reason = %reason, "connection down");
-        self.hook(Event::ConnectionDown {
+        self.hook(&Event::ConnectionDown {
             producer_index,
             client_id,
             reason,
@@ -229,7 +231,7 @@ impl Emitter {
         tracing::info!(target: "tower_mqtt::subscription", event = "subscription.success",
             producer_index, client_id, topic, requested_qos = requested_qos as u8,
             granted_qos = granted_qos as u8, "subscribed");
-        self.hook(Event::SubscriptionSuccess {
+        self.hook(&Event::SubscriptionSuccess {
             producer_index,
             client_id,
             topic,
@@ -242,7 +244,7 @@ impl Emitter {
         let (producer_index, client_id) = (self.producer_index, &*self.client_id);
         tracing::error!(target: "tower_mqtt::subscription", event = "subscription.error",
             producer_index, client_id, topic, reason_code, reason, "subscription refused");
-        self.hook(Event::SubscriptionError {
+        self.hook(&Event::SubscriptionError {
             producer_index,
             client_id,
             topic,
@@ -255,7 +257,7 @@ impl Emitter {
         let (producer_index, client_id) = (self.producer_index, &*self.client_id);
         tracing::debug!(target: "tower_mqtt::receive_message", event = "receive_message.start",
             producer_index, client_id, topic, qos = qos as u8, pkid, dup, "message received");
-        self.hook(Event::MessageStart {
+        self.hook(&Event::MessageStart {
             producer_index,
             client_id,
             topic,
@@ -280,7 +282,7 @@ impl Emitter {
             producer_index, client_id, topic, qos = qos as u8, pkid, status = status.as_str(),
             disposition = disposition.as_str(), duration_us = duration.as_micros() as u64,
             "message decided");
-        self.hook(Event::MessageAck {
+        self.hook(&Event::MessageAck {
             producer_index,
             client_id,
             topic,
@@ -297,7 +299,7 @@ impl Emitter {
         tracing::debug!(target: "tower_mqtt::receive_message", event = "receive_message.stale",
             producer_index, client_id, topic, pkid, status = status.as_str(),
             "result not acknowledged: its connection is closed; the broker redelivers the message");
-        self.hook(Event::MessageStale {
+        self.hook(&Event::MessageStale {
             producer_index,
             client_id,
             topic,

@@ -75,26 +75,32 @@ impl Eq for Origin {}
 
 impl Origin {
     /// Client id of the connection, including its `_N` suffix.
+    #[must_use]
     pub fn client_id(&self) -> &str {
         &self.client_id
     }
     /// Index of the connection (0-based) within the consumer.
+    #[must_use]
     pub fn producer_index(&self) -> usize {
         self.producer_index
     }
     /// Shared subscription group, if any.
+    #[must_use]
     pub fn shared_group(&self) -> Option<&str> {
         self.shared_group.as_deref()
     }
     /// Broker host as configured.
+    #[must_use]
     pub fn host(&self) -> &str {
         &self.host
     }
     /// Broker port.
+    #[must_use]
     pub fn port(&self) -> u16 {
         self.port
     }
     /// The topic filters this consumer subscribes to (without `$share/<group>/`).
+    #[must_use]
     pub fn filters(&self) -> &[String] {
         &self.filters
     }

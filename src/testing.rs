@@ -59,14 +59,19 @@ pub fn test_message(topic: &str, payload: impl Into<Bytes>) -> Message {
 /// Builder-style setters for messages made by [`test_message`].
 pub trait TestMessage {
     /// Set the QoS (QoS 0 also sets the packet id to 0).
+    #[must_use]
     fn with_qos(self, qos: QoS) -> Self;
     /// Set the DUP flag.
+    #[must_use]
     fn with_dup(self, dup: bool) -> Self;
     /// Set the retain flag.
+    #[must_use]
     fn with_retain(self, retain: bool) -> Self;
     /// Set the packet id.
+    #[must_use]
     fn with_pkid(self, pkid: u16) -> Self;
     /// Add an MQTT 5 user property.
+    #[must_use]
     fn with_user_property(self, name: &str, value: &str) -> Self;
 }
 

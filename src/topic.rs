@@ -41,10 +41,8 @@ pub(crate) fn matches(filter: &str, topic: &str) -> bool {
     let mut t = topic.split('/');
     loop {
         match (f.next(), t.next()) {
-            (Some("#"), _) => return true,
-            (Some("+"), Some(_)) => {}
-            (Some(fl), Some(tl)) if fl == tl => {}
-            (None, None) => return true,
+            (Some("#"), _) | (None, None) => return true,
+            (Some(fl), Some(tl)) if fl == "+" || fl == tl => {}
             _ => return false,
         }
     }

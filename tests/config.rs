@@ -192,7 +192,7 @@ fn the_password_never_appears_in_debug_output() {
     for text in [
         format!("{config:?}"),
         format!("{builder:?}"),
-        format!("{:?}", builder.clone().build().unwrap()),
+        format!("{:?}", builder.build().unwrap()),
     ] {
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("redacted"), "{text}");

@@ -139,12 +139,10 @@ async fn publish_v5(
         .publish_with_properties(topic, QoS::AtLeastOnce, false, payload.to_vec(), props)
         .await
         .unwrap();
-    loop {
-        match eventloop.poll().await.expect("publisher connection") {
-            Event::Incoming(rumqttc::v5::Incoming::PubAck(_)) => break,
-            _ => continue,
-        }
-    }
+    while !matches!(
+        eventloop.poll().await.expect("publisher connection"),
+        Event::Incoming(rumqttc::v5::Incoming::PubAck(_))
+    ) {}
     client.disconnect().await.unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await;
 }

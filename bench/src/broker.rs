@@ -20,7 +20,7 @@ pub(crate) struct Mosquitto {
 
 impl Mosquitto {
     /// Start a broker and wait until it accepts TCP connections.
-    pub(crate) fn start() -> Result<Mosquitto, String> {
+    pub(crate) fn start() -> Result<Self, String> {
         let dir = tempfile::Builder::new()
             .prefix("tower-mqtt-bench-")
             .tempdir()
@@ -60,7 +60,7 @@ impl Mosquitto {
                     break; // port taken between probe and bind: try another
                 }
                 if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return Ok(Mosquitto {
+                    return Ok(Self {
                         port,
                         child,
                         _dir: dir,

@@ -64,7 +64,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    if let Err(e) = run(opts) {
+    if let Err(e) = run(&opts) {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
@@ -100,8 +100,8 @@ fn list<T: std::str::FromStr>(flag: &str, v: &str) -> Result<Vec<T>, String> {
 }
 
 impl Opts {
-    fn parse(args: &[String]) -> Result<Opts, String> {
-        let mut o = Opts {
+    fn parse(args: &[String]) -> Result<Self, String> {
+        let mut o = Self {
             modes: vec!["drain".into()],
             qos: vec![1],
             payload: vec![100],
@@ -186,7 +186,7 @@ impl Scenario {
     fn title(&self, n: u64, rate: u64) -> String {
         let mode = if self.live {
             if rate == 0 {
-                "live (flood)".to_string()
+                "live (flood)".to_owned()
             } else {
                 format!("live @ {rate}/s")
             }
@@ -243,7 +243,7 @@ impl Sample {
     }
 }
 
-fn run(opts: Opts) -> Result<(), String> {
+fn run(opts: &Opts) -> Result<(), String> {
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let mut scenarios = Vec::new();
     for mode in &opts.modes {
@@ -334,7 +334,7 @@ fn run(opts: Opts) -> Result<(), String> {
                 }
             }
         }
-        println!("{}", table(sc, &opts, &samples, &failures));
+        println!("{}", table(sc, opts, &samples, &failures));
         drop(broker);
     }
     Ok(())
@@ -412,11 +412,11 @@ async fn run_one(
         if let Some(p) = publishing {
             p.await.map_err(|e| e.to_string())??;
         }
-        result.ok_or_else(|| "child exited without a result".to_string())
+        result.ok_or_else(|| "child exited without a result".to_owned())
     };
     let out = tokio::time::timeout(CHILD_TIMEOUT + Duration::from_secs(30), work)
         .await
-        .map_err(|_| "child timed out".to_string())?;
+        .map_err(|_| "child timed out".to_owned())?;
     let _ = child.kill().await;
     let mut sample = out?;
     sample.busy = busy;
@@ -622,13 +622,12 @@ fn machine() -> String {
 // Child: run one consumer, report one RESULT line
 // ---------------------------------------------------------------------------------------
 
+// A child reports one line and exits: its exit code is part of the protocol with the parent.
+#[allow(clippy::exit)]
 fn child_main(args: &[String]) {
-    let job = match parse_job(args) {
-        Some(j) => j,
-        None => {
-            println!("FAILED bad child arguments {args:?}");
-            std::process::exit(2);
-        }
+    let Some(job) = parse_job(args) else {
+        println!("FAILED bad child arguments {args:?}");
+        std::process::exit(2);
     };
     if job.variant == Variant::MosquittoSub {
         mosquitto_sub(&job);
@@ -654,7 +653,7 @@ fn child_main(args: &[String]) {
         tokio::select! {
             () = rec.wait() => {}
             r = task => return Err(match r {
-                Ok(Ok(())) => "consumer stopped early".to_string(),
+                Ok(Ok(())) => "consumer stopped early".to_owned(),
                 Ok(Err(e)) => e,
                 Err(e) => e.to_string(),
             }),

@@ -36,7 +36,7 @@ pub(crate) struct Recorder {
 impl Recorder {
     pub(crate) fn new(n: u64, live: bool) -> Self {
         let len = if live { n as usize } else { 0 };
-        Recorder {
+        Self {
             n,
             count: AtomicU64::new(0),
             latencies: (0..len).map(|_| AtomicU64::new(0)).collect(),

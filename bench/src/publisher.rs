@@ -48,7 +48,7 @@ pub(crate) async fn create_sessions(
             };
             timeout(Duration::from_secs(10), wait)
                 .await
-                .map_err(|_| "SUBACK timeout".to_string())??;
+                .map_err(|_| "SUBACK timeout".to_owned())??;
             c.disconnect().await.map_err(|e| e.to_string())?;
             let _ = timeout(Duration::from_secs(2), async {
                 while el.poll().await.is_ok() {}
@@ -72,7 +72,7 @@ pub(crate) async fn create_sessions(
             };
             timeout(Duration::from_secs(10), wait)
                 .await
-                .map_err(|_| "SUBACK timeout".to_string())??;
+                .map_err(|_| "SUBACK timeout".to_owned())??;
             c.disconnect().await.map_err(|e| e.to_string())?;
             let _ = timeout(Duration::from_secs(2), async {
                 while el.poll().await.is_ok() {}
@@ -148,10 +148,7 @@ pub(crate) async fn publish(
     .await
     .map_err(|_| format!("publisher timed out after {confirmed} of {n}"))?;
     result?;
-    let client = sender
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let client = sender.await.map_err(|e| e.to_string())??;
     let _ = client.disconnect().await;
     let _ = timeout(Duration::from_secs(2), async {
         while el.poll().await.is_ok() {}

@@ -26,36 +26,36 @@ pub(crate) enum Variant {
 }
 
 impl Variant {
-    pub(crate) const ALL: [Variant; 5] = [
-        Variant::Baseline,
-        Variant::Identity,
-        Variant::Full,
-        Variant::Ruststream,
-        Variant::MosquittoSub,
+    pub(crate) const ALL: [Self; 5] = [
+        Self::Baseline,
+        Self::Identity,
+        Self::Full,
+        Self::Ruststream,
+        Self::MosquittoSub,
     ];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
-            Variant::Baseline => "baseline",
-            Variant::Identity => "identity",
-            Variant::Full => "full",
-            Variant::Ruststream => "ruststream",
-            Variant::MosquittoSub => "mosquitto_sub",
+            Self::Baseline => "baseline",
+            Self::Identity => "identity",
+            Self::Full => "full",
+            Self::Ruststream => "ruststream",
+            Self::MosquittoSub => "mosquitto_sub",
         }
     }
 
     pub(crate) fn label(self) -> &'static str {
         match self {
-            Variant::Baseline => "rumqttc loop (baseline)",
-            Variant::Identity => "tower-mqtt identity",
-            Variant::Full => "tower-mqtt full stack",
-            Variant::Ruststream => "ruststream-rumqttc 0.7.1",
-            Variant::MosquittoSub => "mosquitto_sub (C)",
+            Self::Baseline => "rumqttc loop (baseline)",
+            Self::Identity => "tower-mqtt identity",
+            Self::Full => "tower-mqtt full stack",
+            Self::Ruststream => "ruststream-rumqttc 0.7.1",
+            Self::MosquittoSub => "mosquitto_sub (C)",
         }
     }
 
-    pub(crate) fn parse(s: &str) -> Option<Variant> {
-        Variant::ALL.into_iter().find(|v| v.name() == s)
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.name() == s)
     }
 }
 
@@ -219,7 +219,7 @@ struct AckClock {
 impl AckClock {
     fn new(live: bool, connections: usize) -> Self {
         let len = if live { connections * 65_536 } else { 0 };
-        AckClock {
+        Self {
             sent: (0..len).map(|_| AtomicU64::new(0)).collect(),
         }
     }

@@ -12,7 +12,10 @@ use crate::error::ConfigError;
 /// What [`Config::emqtt_option`] recorded for `build()` to apply or reject.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Migrated {
-    /// `reconnect`: `Some(None)` is `infinity`.
+    /// `reconnect`: `Some(None)` is `infinity` (the builder's `max_reconnect_attempts`
+    /// value, given or not).
+    #[allow(clippy::option_option)]
+    // not given / forever / a limit: the builder's own type, wrapped
     pub(crate) reconnect: Option<Option<u32>>,
     /// `reconnect_timeout`.
     pub(crate) reconnect_timeout: Option<Duration>,
@@ -25,6 +28,7 @@ impl Config {
     /// off_broadway_emqtt's `properties` map (`"Receive-Maximum"`, …). See the
     /// [option table](crate::config#options-of-off_broadway_emqtt) for which names are
     /// passed through and which `build()` rejects.
+    #[must_use]
     pub fn connect_property(mut self, name: &str, value: impl Into<OptionValue>) -> Self {
         self.set_property(name, value.into());
         self
@@ -50,6 +54,7 @@ impl Config {
     ///     .unwrap_err();
     /// assert!(matches!(err, ConfigError::Unsupported { .. }));
     /// ```
+    #[must_use]
     pub fn emqtt_option(self, name: &str, value: impl Into<OptionValue>) -> Self {
         self.apply_emqtt(name, value.into())
     }
@@ -76,33 +81,33 @@ impl fmt::Debug for OptionValue {
     // Values may be passwords: only their shape is shown.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            OptionValue::Bool(b) => write!(f, "Bool({b})"),
-            OptionValue::Int(n) => write!(f, "Int({n})"),
-            OptionValue::Str(_) => f.write_str("Str(<redacted>)"),
-            OptionValue::Infinity => f.write_str("Infinity"),
-            OptionValue::Pair(..) => f.write_str("Pair(<redacted>)"),
+            Self::Bool(b) => write!(f, "Bool({b})"),
+            Self::Int(n) => write!(f, "Int({n})"),
+            Self::Str(_) => f.write_str("Str(<redacted>)"),
+            Self::Infinity => f.write_str("Infinity"),
+            Self::Pair(..) => f.write_str("Pair(<redacted>)"),
         }
     }
 }
 
 impl From<bool> for OptionValue {
     fn from(v: bool) -> Self {
-        OptionValue::Bool(v)
+        Self::Bool(v)
     }
 }
 impl From<&str> for OptionValue {
     fn from(v: &str) -> Self {
-        OptionValue::Str(v.to_owned())
+        Self::Str(v.to_owned())
     }
 }
 impl From<String> for OptionValue {
     fn from(v: String) -> Self {
-        OptionValue::Str(v)
+        Self::Str(v)
     }
 }
 impl From<(&str, &str)> for OptionValue {
     fn from((k, v): (&str, &str)) -> Self {
-        OptionValue::Pair(k.to_owned(), v.to_owned())
+        Self::Pair(k.to_owned(), v.to_owned())
     }
 }
 macro_rules! int_value {
@@ -122,12 +127,11 @@ fn record_error(config: &mut Config, error: ConfigError) {
 }
 
 fn expect_bool(config: &mut Config, name: &str, value: &OptionValue) -> Option<bool> {
-    match value {
-        OptionValue::Bool(b) => Some(*b),
-        _ => {
-            record_error(config, invalid_value(name, "a boolean"));
-            None
-        }
+    if let OptionValue::Bool(b) = value {
+        Some(*b)
+    } else {
+        record_error(config, invalid_value(name, "a boolean"));
+        None
     }
 }
 
@@ -145,12 +149,11 @@ fn expect_int(config: &mut Config, name: &str, value: &OptionValue, max: u64) ->
 }
 
 fn expect_str(config: &mut Config, name: &str, value: OptionValue) -> Option<String> {
-    match value {
-        OptionValue::Str(s) => Some(s),
-        _ => {
-            record_error(config, invalid_value(name, "a string"));
-            None
-        }
+    if let OptionValue::Str(s) = value {
+        Some(s)
+    } else {
+        record_error(config, invalid_value(name, "a string"));
+        None
     }
 }
 

@@ -120,7 +120,7 @@ pub(crate) struct ConnectProperties {
 impl Config {
     /// Connection settings for the broker at `host`, port 1883.
     pub fn new(host: impl Into<String>) -> Self {
-        Config {
+        Self {
             host: host.into(),
             port: 1883,
             client_id: None,
@@ -143,6 +143,7 @@ impl Config {
 
     /// Connect over TLS (`ssl` + `ssl_opts` in off_broadway_emqtt). The server's
     /// certificate is verified by default; see [`TlsOptions`].
+    #[must_use]
     pub fn tls(mut self, tls: TlsOptions) -> Self {
         self.tls = Some(tls);
         self
@@ -151,6 +152,7 @@ impl Config {
     /// Speak MQTT over a websocket at `path` (e.g. `"/mqtt"`): `ws://host:port/path`,
     /// or `wss://` when [`tls`](Self::tls) is set too. The upgrade request asks for the
     /// `mqtt` subprotocol. (`ws_path` in off_broadway_emqtt, which accepted and ignored it.)
+    #[must_use]
     pub fn websocket(mut self, path: impl Into<String>) -> Self {
         self.websocket_path = Some(path.into());
         self
@@ -159,6 +161,7 @@ impl Config {
     /// Last will: the broker publishes it when this connection ends without a
     /// DISCONNECT (a crash, a cut network, a keepalive timeout), never after a clean
     /// shutdown.
+    #[must_use]
     pub fn will(mut self, will: Will) -> Self {
         self.will = Some(will);
         self
@@ -167,6 +170,7 @@ impl Config {
     /// MQTT 3.1.1 bridge mode: CONNECT carries protocol level `0x84`, which tells
     /// brokers that know it (mosquitto) that the client is a bridge. MQTT 5 has no such
     /// flag, so `build()` rejects it with [`ProtoVer::V5`]. Default `false`.
+    #[must_use]
     pub fn bridge_mode(mut self, bridge: bool) -> Self {
         self.bridge_mode = bridge;
         self
@@ -174,6 +178,7 @@ impl Config {
 
     /// MQTT 5: add a User Property to CONNECT (repeatable; order is kept). `build()`
     /// rejects it with MQTT 3.1.1, which has no properties.
+    #[must_use]
     pub fn user_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties
             .user_properties
@@ -182,12 +187,14 @@ impl Config {
     }
 
     /// MQTT 5 Request Problem Information (broker default: `true`).
+    #[must_use]
     pub fn request_problem_info(mut self, request: bool) -> Self {
         self.properties.request_problem_info = Some(request);
         self
     }
 
     /// MQTT 5 Request Response Information (broker default: `false`).
+    #[must_use]
     pub fn request_response_info(mut self, request: bool) -> Self {
         self.properties.request_response_info = Some(request);
         self
@@ -196,12 +203,14 @@ impl Config {
     /// MQTT 5 Topic Alias Maximum. Only `0` (the default: no aliases) is accepted; a
     /// larger value lets the broker send aliased topics, which the consumer does not
     /// resolve, so `build()` rejects it.
+    #[must_use]
     pub fn topic_alias_max(mut self, max: u16) -> Self {
         self.properties.topic_alias_max = Some(max);
         self
     }
 
     /// Broker TCP port. Default 1883.
+    #[must_use]
     pub fn port(mut self, port: u16) -> Self {
         self.port = port;
         self
@@ -211,18 +220,21 @@ impl Config {
     ///
     /// Required with `clean_start(false)` (the default): a generated id could never
     /// resume its session, so messages left unacknowledged would be stranded.
+    #[must_use]
     pub fn client_id(mut self, client_id: impl Into<String>) -> Self {
         self.client_id = Some(client_id.into());
         self
     }
 
     /// User name sent in CONNECT.
+    #[must_use]
     pub fn username(mut self, username: impl Into<String>) -> Self {
         self.username = Some(username.into());
         self
     }
 
     /// Password sent in CONNECT. Requires [`username`](Self::username). Never printed.
+    #[must_use]
     pub fn password(mut self, password: impl Into<String>) -> Self {
         self.password = Some(Secret(password.into()));
         self
@@ -231,12 +243,14 @@ impl Config {
     /// Whether the broker should discard the session on connect. Default `false`, so a
     /// restarted consumer resumes its session and the broker redelivers what was left
     /// unacknowledged.
+    #[must_use]
     pub fn clean_start(mut self, clean_start: bool) -> Self {
         self.clean_start = clean_start;
         self
     }
 
     /// MQTT protocol version. Default [`ProtoVer::V4`] (MQTT 3.1.1).
+    #[must_use]
     pub fn proto_ver(mut self, proto_ver: ProtoVer) -> Self {
         self.proto_ver = proto_ver;
         self
@@ -246,6 +260,7 @@ impl Config {
     ///
     /// A PINGREQ goes out every interval; a broker that does not answer within half an
     /// interval more is treated as gone, so a dead broker is noticed within 1.5× keepalive.
+    #[must_use]
     pub fn keepalive(mut self, keepalive: Duration) -> Self {
         self.keepalive = keepalive;
         self
@@ -256,12 +271,14 @@ impl Config {
     /// MQTT 5 ends a session when the connection closes unless this is non-zero, so
     /// `clean_start(false)` alone would keep nothing. Ignored by MQTT 3.1.1, whose
     /// persistent sessions last until the broker expires them.
+    #[must_use]
     pub fn session_expiry(mut self, session_expiry: Duration) -> Self {
         self.session_expiry = session_expiry;
         self
     }
 
     /// How long to wait for the TCP connection and the CONNACK. Default 60 s.
+    #[must_use]
     pub fn connect_timeout(mut self, connect_timeout: Duration) -> Self {
         self.connect_timeout = connect_timeout;
         self
@@ -273,6 +290,7 @@ impl Config {
     /// [`DownReason::PacketTooLarge`](crate::DownReason::PacketTooLarge) and stays on the
     /// broker. It is not sent as MQTT 5 Maximum Packet Size, because brokers silently
     /// discard messages above that limit.
+    #[must_use]
     pub fn max_packet_size(mut self, bytes: usize) -> Self {
         self.max_packet_size = bytes;
         self
@@ -291,7 +309,7 @@ pub struct Will {
 impl Will {
     /// A will published to `topic` with `payload`, QoS 0, not retained.
     pub fn new(topic: impl Into<String>, payload: impl Into<bytes::Bytes>) -> Self {
-        Will {
+        Self {
             topic: topic.into(),
             payload: payload.into(),
             qos: QoS::AtMostOnce,
@@ -300,12 +318,14 @@ impl Will {
     }
 
     /// QoS of the will message (default 0).
+    #[must_use]
     pub fn qos(mut self, qos: QoS) -> Self {
         self.qos = qos;
         self
     }
 
     /// Whether the broker publishes the will as retained (default `false`).
+    #[must_use]
     pub fn retain(mut self, retain: bool) -> Self {
         self.retain = retain;
         self

@@ -13,8 +13,8 @@ impl Pem {
     #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     pub(crate) fn read(&self) -> std::io::Result<Vec<u8>> {
         match self {
-            Pem::File(path) => std::fs::read(path),
-            Pem::Bytes(bytes) => Ok(bytes.clone()),
+            Self::File(path) => std::fs::read(path),
+            Self::Bytes(bytes) => Ok(bytes.clone()),
         }
     }
 }
@@ -22,8 +22,8 @@ impl Pem {
 impl fmt::Debug for Pem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Pem::File(path) => write!(f, "File({path:?})"),
-            Pem::Bytes(bytes) => write!(f, "Bytes({} bytes)", bytes.len()),
+            Self::File(path) => write!(f, "File({path:?})"),
+            Self::Bytes(bytes) => write!(f, "Bytes({} bytes)", bytes.len()),
         }
     }
 }
@@ -81,18 +81,21 @@ impl fmt::Debug for TlsOptions {
 
 impl TlsOptions {
     /// Verify the server against the system's trusted roots.
+    #[must_use]
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Trust only the CA certificates in this PEM file (`ssl_opts.cacertfile`). Read at
     /// `build()` (to check it) and at each connection attempt (so it can be rotated).
+    #[must_use]
     pub fn ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
         self.ca = Some(Pem::File(path.into()));
         self
     }
 
     /// Trust only the CA certificates in this PEM text.
+    #[must_use]
     pub fn ca_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
         self.ca = Some(Pem::Bytes(pem.into()));
         self
@@ -102,6 +105,7 @@ impl TlsOptions {
     /// host given to [`Config::new`](crate::Config::new)
     /// (`ssl_opts.server_name_indication`). Lets you connect to an IP address whose
     /// certificate names a host.
+    #[must_use]
     pub fn server_name(mut self, name: impl Into<String>) -> Self {
         self.server_name = Some(name.into());
         self
@@ -109,6 +113,7 @@ impl TlsOptions {
 
     /// Present a client certificate (mutual TLS; `ssl_opts.certfile` / `keyfile`): a PEM
     /// certificate chain and a PEM private key (PKCS#8, PKCS#1 or SEC1).
+    #[must_use]
     pub fn client_cert_files(
         mut self,
         cert: impl Into<std::path::PathBuf>,
@@ -120,6 +125,7 @@ impl TlsOptions {
 
     /// Like [`client_cert_files`](Self::client_cert_files), from PEM text. The key never
     /// appears in `Debug` output.
+    #[must_use]
     pub fn client_cert_pem(mut self, cert: impl Into<Vec<u8>>, key: impl Into<Vec<u8>>) -> Self {
         self.client_auth = Some((Pem::Bytes(cert.into()), SecretPem(Pem::Bytes(key.into()))));
         self
@@ -128,6 +134,7 @@ impl TlsOptions {
     /// **Do not verify the server certificate at all** (`ssl_opts.verify:
     /// :verify_none`). Anyone between you and the broker can read and change the
     /// traffic, credentials included. For tests against self-signed brokers only.
+    #[must_use]
     pub fn danger_accept_invalid_certs(mut self) -> Self {
         self.accept_invalid_certs = true;
         self

@@ -29,7 +29,7 @@ impl Config {
     /// let ws = Config::from_url("ws://127.0.0.1:9001/mqtt")?;
     /// # Ok::<(), tower_mqtt::ConfigError>(())
     /// ```
-    pub fn from_url(url: &str) -> Result<Config, ConfigError> {
+    pub fn from_url(url: &str) -> Result<Self, ConfigError> {
         parse_url(url)
     }
 }

@@ -127,6 +127,7 @@ const NO_WEBSOCKET: Missing = Missing {
 };
 
 /// The typed reason for an I/O error on the broker connection.
+#[allow(clippy::needless_pass_by_value)] // by value to fit `map_err(down_reason)`
 pub(crate) fn down_reason(err: io::Error) -> DownReason {
     use std::io::ErrorKind;
     #[cfg(any(feature = "tls", feature = "websocket"))]

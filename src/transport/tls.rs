@@ -97,24 +97,21 @@ pub(crate) fn client_config(tls: &TlsOptions) -> Result<ClientConfig, ConfigErro
             .with_custom_certificate_verifier(Arc::new(AcceptAnyCert(provider)))
     } else {
         let mut roots = RootCertStore::empty();
-        match &tls.ca {
-            Some(ca) => {
-                for cert in certs(ca, "ca_file")? {
-                    roots.add(cert).map_err(|e| ConfigError::InvalidTls {
-                        option: "ca_file",
-                        reason: format!("not a usable CA certificate: {e}"),
-                    })?;
-                }
-            }
-            None => {
-                let native = rustls_native_certs::load_native_certs();
-                roots.add_parsable_certificates(native.certs);
-                if roots.is_empty() {
-                    return Err(ConfigError::InvalidTls {
+        if let Some(ca) = &tls.ca {
+            for cert in certs(ca, "ca_file")? {
+                roots.add(cert).map_err(|e| ConfigError::InvalidTls {
                     option: "ca_file",
-                    reason: "no CA file given and no trusted roots found on this system; set TlsOptions::ca_file".into(),
-                });
-                }
+                    reason: format!("not a usable CA certificate: {e}"),
+                })?;
+            }
+        } else {
+            let native = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(native.certs);
+            if roots.is_empty() {
+                return Err(ConfigError::InvalidTls {
+                option: "ca_file",
+                reason: "no CA file given and no trusted roots found on this system; set TlsOptions::ca_file".into(),
+            });
             }
         }
         builder.with_root_certificates(roots)

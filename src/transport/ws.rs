@@ -121,12 +121,13 @@ impl AsyncRead for WsIo {
                 return Poll::Ready(Ok(()));
             }
             match ready!(Pin::new(&mut self.ws).poll_next(cx)) {
-                None | Some(Ok(Message::Close(_))) => return Poll::Ready(Ok(())),
+                None
+                | Some(
+                    Ok(Message::Close(_))
+                    | Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed),
+                ) => return Poll::Ready(Ok(())),
                 Some(Ok(Message::Binary(data))) => self.read = Bytes::from(data),
                 Some(Ok(_)) => {} // ping/pong (answered by tungstenite), text: not MQTT
-                Some(Err(
-                    tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed,
-                )) => return Poll::Ready(Ok(())),
                 Some(Err(e)) => return Poll::Ready(Err(ws_to_io(e))),
             }
         }

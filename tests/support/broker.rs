@@ -133,7 +133,7 @@ impl Broker {
     /// # Panics
     /// If mosquitto cannot be started or does not listen within 10 s; the
     /// message includes its log and stderr.
-    pub(crate) fn start(options: BrokerOptions) -> Broker {
+    pub(crate) fn start(options: BrokerOptions) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("tower-mqtt-broker-")
             .tempdir()
@@ -155,7 +155,7 @@ impl Broker {
         if let Some(acl) = &options.acl {
             fs::write(dir.path().join("acl"), acl).expect("write acl file");
         }
-        let mut broker = Broker {
+        let mut broker = Self {
             options,
             port: 0,
             tls_port: 0,
@@ -188,7 +188,7 @@ impl Broker {
             fs::write(&broker.conf_path, broker.config()).expect("write mosquitto.conf");
             match broker.spawn_and_wait() {
                 Ok(()) => return broker,
-                Err(e) if attempt < ATTEMPTS && e.contains("Address already in use") => continue,
+                Err(e) if attempt < ATTEMPTS && e.contains("Address already in use") => {}
                 Err(e) => panic!("{e}"),
             }
         }
@@ -244,6 +244,7 @@ impl Broker {
     }
 
     /// Always `"127.0.0.1"`.
+    #[allow(clippy::unused_self)] // a method, so tests read `broker.host()` like `broker.port()`
     pub(crate) fn host(&self) -> &'static str {
         "127.0.0.1"
     }
@@ -631,7 +632,7 @@ impl Pki {
     pub(crate) const SERVER_NAME: &'static str = "broker.test";
 
     /// Generate a fresh CA and certificates into `dir`.
-    pub(crate) fn generate(dir: &Path, expired_server_cert: bool) -> Pki {
+    pub(crate) fn generate(dir: &Path, expired_server_cert: bool) -> Self {
         use rcgen::{
             BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
             KeyUsagePurpose,
@@ -683,7 +684,7 @@ impl Pki {
             fs::write(&path, pem).expect("write pem");
             path
         };
-        Pki {
+        Self {
             ca: write("ca.pem", ca_cert.pem()),
             server_cert: write("server.pem", server_cert.pem()),
             server_key: write("server.key", server_key.serialize_pem()),

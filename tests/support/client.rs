@@ -73,7 +73,7 @@ impl TestClient {
         client_id: &str,
         clean_session: bool,
         manual_acks: bool,
-    ) -> TestClient {
+    ) -> Self {
         let mut options = mqtt_options(broker, client_id);
         options
             .set_clean_session(clean_session)
@@ -89,12 +89,12 @@ impl TestClient {
         broker: &Broker,
         options: MqttOptions,
         timeout: Duration,
-    ) -> TestClient {
+    ) -> Self {
         let id = options.client_id();
         let (client, eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
         let (tx, events) = mpsc::unbounded_channel();
         let task = tokio::spawn(forward_events(eventloop, tx));
-        let mut this = TestClient {
+        let mut this = Self {
             client,
             id,
             events,

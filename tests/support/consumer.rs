@@ -51,19 +51,19 @@ pub(crate) enum Ev {
 }
 
 impl Ev {
-    fn from_event(e: &Event<'_>) -> Option<Ev> {
+    fn from_event(e: &Event<'_>) -> Option<Self> {
         Some(match *e {
-            Event::ProducerInit { producer_index, .. } => Ev::Init(producer_index),
+            Event::ProducerInit { producer_index, .. } => Self::Init(producer_index),
             Event::ProducerTerminate {
                 producer_index,
                 reason,
                 ..
-            } => Ev::Terminate(producer_index, reason.to_owned()),
+            } => Self::Terminate(producer_index, reason.to_owned()),
             Event::ConnectionUp {
                 producer_index,
                 session_present,
                 ..
-            } => Ev::Up {
+            } => Self::Up {
                 index: producer_index,
                 session_present,
             },
@@ -71,14 +71,14 @@ impl Ev {
                 producer_index,
                 reason,
                 ..
-            } => Ev::Down(producer_index, reason.clone()),
+            } => Self::Down(producer_index, reason.clone()),
             Event::SubscriptionSuccess {
                 producer_index,
                 topic,
                 requested_qos,
                 granted_qos,
                 ..
-            } => Ev::SubOk {
+            } => Self::SubOk {
                 index: producer_index,
                 topic: topic.to_owned(),
                 requested: requested_qos,
@@ -89,7 +89,7 @@ impl Ev {
                 topic,
                 reason_code,
                 ..
-            } => Ev::SubErr {
+            } => Self::SubErr {
                 index: producer_index,
                 topic: topic.to_owned(),
                 code: reason_code,
@@ -101,7 +101,7 @@ impl Ev {
                 pkid,
                 dup,
                 ..
-            } => Ev::Start {
+            } => Self::Start {
                 index: producer_index,
                 client_id: client_id.to_owned(),
                 topic: topic.to_owned(),
@@ -115,14 +115,14 @@ impl Ev {
                 status,
                 disposition,
                 ..
-            } => Ev::Ack {
+            } => Self::Ack {
                 index: producer_index,
                 topic: topic.to_owned(),
                 pkid,
                 status,
                 disposition,
             },
-            Event::MessageStale { pkid, status, .. } => Ev::Stale { pkid, status },
+            Event::MessageStale { pkid, status, .. } => Self::Stale { pkid, status },
             _ => return None,
         })
     }

@@ -38,7 +38,7 @@ pub(crate) struct Proxy {
 impl Proxy {
     /// Listen on a free 127.0.0.1 port and forward every connection to
     /// `127.0.0.1:upstream_port`.
-    pub(crate) async fn start(upstream_port: u16) -> Proxy {
+    pub(crate) async fn start(upstream_port: u16) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
         let port = listener.local_addr().unwrap().port();
         let (frozen, _) = watch::channel(false);
@@ -101,7 +101,7 @@ impl Proxy {
             }
         })
         .abort_handle();
-        Proxy {
+        Self {
             port,
             shared,
             accept,

@@ -23,16 +23,16 @@ impl Decider {
     /// The decider for `message`, handled by a layer configured with `policy`.
     pub(super) fn new(policy: Option<AckPolicy>, message: &Message) -> Self {
         match policy {
-            Some(policy) => Decider::Policy(policy),
-            None => Decider::Origin(message.origin_shared()),
+            Some(policy) => Self::Policy(policy),
+            None => Self::Origin(message.origin_shared()),
         }
     }
 
     /// The disposition the consumer takes for `result`.
     pub(super) fn disposition<T>(&self, result: &Result<T, BoxError>) -> Disposition {
         match self {
-            Decider::Origin(origin) => origin.disposition(result),
-            Decider::Policy(policy) => policy.decide(result),
+            Self::Origin(origin) => origin.disposition(result),
+            Self::Policy(policy) => policy.decide(result),
         }
     }
 }

@@ -27,7 +27,7 @@ pin_project! {
 
 impl<F> ResponseFuture<F> {
     pub(super) fn new(inner: WithContext<F>, guard: Guard) -> Self {
-        ResponseFuture { inner, guard }
+        Self { inner, guard }
     }
 }
 
@@ -86,7 +86,7 @@ impl Guard {
         metric_attrs: Vec<KeyValue>,
         decider: Decider,
     ) -> Self {
-        Guard {
+        Self {
             shared,
             cx,
             metric_attrs,

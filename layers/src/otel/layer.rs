@@ -51,6 +51,7 @@ impl Default for OtelLayer {
 
 impl OtelLayer {
     /// Use the global tracer and meter providers.
+    #[must_use]
     pub fn new() -> Self {
         Self::build(global::tracer(SCOPE), &global::meter(SCOPE))
     }
@@ -67,7 +68,7 @@ impl OtelLayer {
     }
 
     fn build(tracer: BoxedTracer, meter: &Meter) -> Self {
-        OtelLayer {
+        Self {
             shared: Arc::new(Shared {
                 tracer,
                 metrics: MessageMetrics::new(meter),
@@ -84,6 +85,7 @@ impl OtelLayer {
     /// ([`Origin::disposition`](tower_mqtt::Origin::disposition)). Useful where messages
     /// are made by hand (e.g. `tower_mqtt::testing`). Clones of a layer share its tracer
     /// and instruments but not this setting.
+    #[must_use]
     pub fn ack_policy(mut self, policy: AckPolicy) -> Self {
         self.policy = Some(policy);
         self

@@ -19,7 +19,7 @@ pub(super) struct MessageMetrics {
 impl MessageMetrics {
     /// Create the instruments on `meter`.
     pub(super) fn new(meter: &Meter) -> Self {
-        MessageMetrics {
+        Self {
             consumed: meter
                 .u64_counter("messaging.client.consumed.messages")
                 .with_unit("{message}")
@@ -112,8 +112,9 @@ impl std::fmt::Debug for EventMetrics {
 
 impl EventMetrics {
     /// Create the instruments on `meter`.
+    #[must_use]
     pub fn new(meter: &Meter) -> Self {
-        EventMetrics {
+        Self {
             acks: meter
                 .u64_counter("tower_mqtt.acks")
                 .with_unit("{message}")

@@ -33,6 +33,7 @@ pub(super) fn parent_context(message: &Message) -> Context {
 
 /// The MQTT 5 user properties that carry `cx`'s trace to a consumer: add them to the
 /// PUBLISH (e.g. rumqttc's `PublishProperties::user_properties`).
+#[must_use]
 pub fn trace_context_properties(cx: &Context) -> Vec<(String, String)> {
     /// Collects the injected fields as user properties.
     struct Props(Vec<(String, String)>);

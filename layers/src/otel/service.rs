@@ -24,7 +24,7 @@ pub struct Otel<S> {
 
 impl<S> Otel<S> {
     pub(super) fn new(inner: S, shared: Arc<Shared>, policy: Option<AckPolicy>) -> Self {
-        Otel {
+        Self {
             inner,
             shared,
             policy,

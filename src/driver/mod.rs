@@ -46,7 +46,7 @@ mod order;
 mod settings;
 
 pub(crate) use codec::Codec;
-pub(crate) use settings::Settings;
+pub(crate) use settings::{ReconnectBackoff, Settings};
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
@@ -56,6 +56,7 @@ use std::time::Duration;
 
 use tokio::time::sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tower::retry::backoff::{Backoff, ExponentialBackoffMaker, MakeBackoff};
 use tower_service::Service;
 
 use crate::error::{BoxError, DownReason, RunError};
@@ -75,6 +76,8 @@ where
     origin: Arc<Origin>,
     events: Emitter,
     dispatch: Dispatcher<S>,
+    /// Makes this slot's reconnect backoff; a new one after every successful connection.
+    backoff: ExponentialBackoffMaker,
     /// Connections opened so far; the current one's number.
     epoch: u64,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
@@ -101,6 +104,7 @@ where
             hook: settings.hook.clone(),
         };
         Driver {
+            backoff: settings.backoff.maker(),
             dispatch: Dispatcher::new(settings.clone(), origin.clone(), svc),
             settings,
             origin,
@@ -132,6 +136,7 @@ where
 
     async fn run_inner(&mut self) -> Result<(), RunError> {
         let mut failures: u32 = 0;
+        let mut backoff = self.backoff.make_backoff();
         loop {
             let open = handshake::open(self.settings.clone(), self.origin.clone());
             let Some(opened) = self.while_disconnected(open, true).await else {
@@ -139,7 +144,9 @@ where
             };
             let reason = match opened {
                 Ok((io, connack)) => {
+                    // Connected: the next failure starts the backoff over.
                     failures = 0;
+                    backoff = self.backoff.make_backoff();
                     match self.consume(io, connack).await {
                         Ok(Exit::Shutdown) => return Ok(()),
                         Ok(Exit::Redeliver { failures }) => {
@@ -169,8 +176,8 @@ where
                     });
                 }
             }
-            let delay = self.settings.backoff.delay(failures);
-            if self.while_disconnected(sleep(delay), true).await.is_none() {
+            let delay = backoff.next_backoff();
+            if self.while_disconnected(delay, true).await.is_none() {
                 return Ok(());
             }
         }
@@ -282,45 +289,6 @@ where
             if !progress {
                 return Poll::Pending;
             }
-        }
-    }
-}
-
-/// Exponential backoff with jitter between reconnect attempts.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Backoff {
-    pub(crate) min: Duration,
-    pub(crate) max: Duration,
-}
-
-impl Backoff {
-    /// Delay before attempt `failures + 1`: `min * 2^(failures-1)`, capped at `max`, then
-    /// a random point in its upper half so that many consumers do not reconnect in step.
-    pub(crate) fn delay(&self, failures: u32) -> Duration {
-        let exp = failures.saturating_sub(1).min(20);
-        let full = self.min.saturating_mul(1 << exp).min(self.max);
-        let half = full / 2;
-        half + half.mul_f64(fastrand::f64())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_exponentially_with_jitter_and_is_capped() {
-        let b = Backoff {
-            min: Duration::from_millis(100),
-            max: Duration::from_secs(5),
-        };
-        for _ in 0..100 {
-            let d1 = b.delay(1);
-            assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));
-            let d4 = b.delay(4);
-            assert!(d4 >= Duration::from_millis(400) && d4 <= Duration::from_millis(800));
-            let d30 = b.delay(30);
-            assert!(d30 >= Duration::from_millis(2500) && d30 <= Duration::from_secs(5));
         }
     }
 }

@@ -336,7 +336,7 @@ impl Conn {
     }
 
     /// Write acks and control packets, one batch per pass. Returns whether bytes were
-    /// written.
+    /// written or a flush completed.
     #[inline]
     pub(super) fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<bool, DownReason> {
         self.io.poll_write(cx)

@@ -64,17 +64,19 @@ impl Buffered {
     }
 
     /// Write as much of the write buffer as the socket takes; once it is empty, flush.
-    /// Returns whether any bytes were written.
+    /// Returns whether anything happened: bytes written, or a flush completed (the
+    /// closing phases wait for that, and a flush that was pending may complete in a pass
+    /// that has nothing else to do).
     #[inline]
     pub(super) fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<bool, DownReason> {
-        let mut wrote = false;
+        let mut progress = false;
         while !self.write_buf.is_empty() {
             match Pin::new(&mut self.io).poll_write(cx, &self.write_buf) {
                 Poll::Ready(Ok(0)) => return Err(DownReason::Closed),
                 Poll::Ready(Ok(n)) => {
                     self.write_buf.advance(n);
                     self.needs_flush = true;
-                    wrote = true;
+                    progress = true;
                 }
                 Poll::Ready(Err(e)) => return Err(down_reason(e)),
                 Poll::Pending => break,
@@ -82,12 +84,15 @@ impl Buffered {
         }
         if self.write_buf.is_empty() && self.needs_flush {
             match Pin::new(&mut self.io).poll_flush(cx) {
-                Poll::Ready(Ok(())) => self.needs_flush = false,
+                Poll::Ready(Ok(())) => {
+                    self.needs_flush = false;
+                    progress = true;
+                }
                 Poll::Ready(Err(e)) => return Err(down_reason(e)),
                 Poll::Pending => {}
             }
         }
-        Ok(wrote)
+        Ok(progress)
     }
 
     /// Read more into the read buffer, with room for at least `needed` more bytes (the

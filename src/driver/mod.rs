@@ -34,7 +34,8 @@
 //! * [`keepalive`]: PINGREQ timing;
 //! * [`dispatch`]: the service side: readiness, the calls in progress, and what a
 //!   finished call means for its connection;
-//! * [`codec`] (the wire, through rumqttc's `mqttbytes`) and [`settings`].
+//! * [`codec`]: the wire, through rumqttc's `mqttbytes` (hyper's `role`); and
+//!   [`settings`].
 
 mod codec;
 mod conn;

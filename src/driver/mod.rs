@@ -236,15 +236,18 @@ where
     /// it made progress.
     ///
     /// Unlike hyper's `poll_loop` (16 passes, then a forced yield) there is no pass
-    /// limit: tokio's cooperative budget bounds the loop. Every socket read or write
-    /// that finds the socket ready and every timer that fires takes a unit of the
-    /// task's budget (128 per scheduling; tokio `runtime/io/registration.rs`
-    /// `poll_ready` and `time/sleep.rs` `poll_elapsed` call `coop::poll_proceed`);
-    /// once it is spent they return `Pending` and schedule the task again
-    /// (`context::defer`). Work that needs no budget is finite: decoding what is
-    /// already buffered and finishing calls that were woken. So a busy connection soon
-    /// makes no progress, returns `Pending` and lets the other tasks on its worker run.
-    /// (A `Pending` that was not for lack of budget gives its unit back.)
+    /// limit: tokio's cooperative budget bounds the loop (checked against tokio 1.54).
+    /// Each time the scheduler runs the task it gets a budget of 128 units. A socket
+    /// read or write that finds the socket ready and a timer that fires take one unit
+    /// each (`runtime/io/registration.rs` `poll_ready` and `time/sleep.rs`
+    /// `poll_elapsed` call `coop::poll_proceed`; a poll that ends `Pending` for another
+    /// reason gives its unit back). Once the budget is spent they return `Pending` and
+    /// have the task scheduled again (`context::defer`). What needs no budget is finite:
+    /// decoding what is already buffered (at most a read's worth) and finishing calls
+    /// that were woken. So a busy connection soon makes no progress, returns `Pending`
+    /// and lets the other tasks on its worker run. The driver always runs as a spawned
+    /// tokio task, so the budget is always in force (it is not inside
+    /// `tokio::task::unconstrained` or a foreign executor, where it would be unlimited).
     fn poll_conn(&mut self, conn: &mut Conn, cx: &mut Context<'_>) -> Poll<Result<Exit, Broken>> {
         loop {
             let mut progress = false;

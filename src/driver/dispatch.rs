@@ -66,6 +66,7 @@ impl<F> Call<F> {
         })
     }
 
+    #[inline]
     fn start(self: Pin<&mut Self>, fut: F, ticket: Ticket) {
         let mut this = self.project();
         this.fut.set(Some(fut));

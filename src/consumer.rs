@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tower::retry::backoff::ExponentialBackoffMaker;
 use tower_service::Service;
 
 use crate::config::{self, Config, QoS};
 use crate::disposition::{AckPolicy, Classify, Decider, OnFailure, OnSuccess};
-use crate::driver::{Backoff, Codec, Driver, Settings};
+use crate::driver::{Codec, Driver, ReconnectBackoff, Settings};
 use crate::error::{BoxError, ConfigError, RunError};
 use crate::event::{Event, Hook};
 use crate::message::{Message, Origin};
@@ -30,7 +31,7 @@ pub struct ConsumerBuilder {
     classifier: Option<Arc<dyn Classify>>,
     drain_timeout: Duration,
     redeliver_after: Duration,
-    backoff: (Duration, Duration),
+    backoff: ReconnectBackoff,
     max_reconnect_attempts: Option<u32>,
     hook: Option<Hook>,
 }
@@ -141,10 +142,62 @@ impl ConsumerBuilder {
         self
     }
 
-    /// Bounds of the exponential reconnect backoff (default 100 ms to 30 s). Each delay
-    /// is drawn from the upper half of its step, so consumers do not reconnect in step.
+    /// Bounds of the exponential reconnect backoff (default 100 ms to 30 s): tower's
+    /// [`ExponentialBackoff`](tower::retry::backoff::ExponentialBackoff) with jitter
+    /// 1.0. After the n-th consecutive failure (n = 1, 2, …) the connection waits its
+    /// step `b = min(min · 2^(n-1), max)` plus a random jitter of up to `b` again, never
+    /// more than `max` in all: so the waits start between `min` and `2 · min`, and once
+    /// `b` reaches `max` every wait is exactly `max`. Each connection draws its own
+    /// jitter, so consumers do not reconnect in step; a successful connection starts the
+    /// sequence over. (tower multiplies the whole seconds and the sub-second part of
+    /// `b` by the random factor separately and drops the fraction of the first product,
+    /// so a step of exactly 1 s gets no jitter at all; the default steps, 100 ms · 2^k,
+    /// all have a sub-second part.)
+    ///
+    /// `min` must be above zero and at most `max`
+    /// ([`ConfigError::ZeroDuration`], [`ConfigError::InvalidBackoff`]).
+    /// Replaces a backoff set with [`reconnect_backoff_maker`](Self::reconnect_backoff_maker).
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.backoff = (min, max);
+        self.backoff = ReconnectBackoff::Bounds { min, max };
+        self
+    }
+
+    /// Reconnect with tower's exponential backoff exactly as `maker` describes it (own
+    /// jitter ratio, own random generator), instead of
+    /// [`reconnect_backoff`](Self::reconnect_backoff). Needs tower's `retry` and `util`
+    /// features. Each connection slot uses a clone of `maker`, and makes a new backoff
+    /// from it after every successful connection.
+    ///
+    /// tower checks the maker when it is created (`min <= max`, `max > 0`, jitter
+    /// `0.0..=100.0`) and nothing is checked here: a `min` of zero means no wait at all
+    /// (a broker that refuses connections is retried in a tight loop). tower also clones
+    /// the maker's random generator into every backoff, so all connections of this
+    /// consumer draw the same jitter (with `HasherRng::default()`, consumers in other
+    /// processes draw their own); `reconnect_backoff` gives each connection a generator
+    /// of its own.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tower::retry::backoff::ExponentialBackoffMaker;
+    /// use tower::util::rng::HasherRng;
+    /// use tower_mqtt::{Config, Consumer, QoS};
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // 500 ms doubling up to 1 min, plus up to half the step at random.
+    /// let backoff = ExponentialBackoffMaker::new(
+    ///     Duration::from_millis(500),
+    ///     Duration::from_secs(60),
+    ///     0.5,
+    ///     HasherRng::default(),
+    /// )?;
+    /// let consumer = Consumer::builder(Config::new("127.0.0.1").client_id("ingest"))
+    ///     .topic("sensors/#", QoS::AtLeastOnce)
+    ///     .reconnect_backoff_maker(backoff)
+    ///     .build()?;
+    /// # drop(consumer); Ok(()) }
+    /// ```
+    pub fn reconnect_backoff_maker(mut self, maker: ExponentialBackoffMaker) -> Self {
+        self.backoff = ReconnectBackoff::Maker(maker);
         self
     }
 
@@ -223,14 +276,18 @@ impl ConsumerBuilder {
             max_reconnect_attempts = reconnect;
         }
         if let Some(every) = c.migrated.reconnect_timeout {
-            backoff = (every, every);
+            backoff = ReconnectBackoff::Bounds {
+                min: every,
+                max: every,
+            };
         }
-        let (min, max) = backoff;
-        if min.is_zero() {
-            return Err(ConfigError::ZeroDuration("reconnect_backoff"));
-        }
-        if min > max {
-            return Err(ConfigError::InvalidBackoff { min, max });
+        if let ReconnectBackoff::Bounds { min, max } = backoff {
+            if min.is_zero() {
+                return Err(ConfigError::ZeroDuration("reconnect_backoff"));
+            }
+            if min > max {
+                return Err(ConfigError::InvalidBackoff { min, max });
+            }
         }
         let subscriptions = self
             .topics
@@ -252,10 +309,9 @@ impl ConsumerBuilder {
                 shared_group: self.shared_group,
                 concurrency: self.concurrency,
                 max_inflight: self.max_inflight,
-                policy: self.policy,
                 drain_timeout: self.drain_timeout,
                 redeliver_after: self.redeliver_after,
-                backoff: Backoff { min, max },
+                backoff,
                 max_reconnect_attempts,
                 codec: Codec::for_protocol(c.proto_ver),
                 hook: self.hook,
@@ -305,7 +361,10 @@ impl Consumer {
             classifier: None,
             drain_timeout: Duration::from_secs(30),
             redeliver_after: Duration::from_secs(1),
-            backoff: (Duration::from_millis(100), Duration::from_secs(30)),
+            backoff: ReconnectBackoff::Bounds {
+                min: Duration::from_millis(100),
+                max: Duration::from_secs(30),
+            },
             max_reconnect_attempts: None,
             hook: None,
         }

@@ -123,6 +123,15 @@ impl Disposition {
     /// reconnect) is abandoned: not acknowledged, so the broker sends it again on the
     /// next session.
     pub(crate) const ABANDONED: Self = Self::Leave;
+
+    /// A PUBLISH that arrives while its connection is closing is not processed and not
+    /// acknowledged: the broker sends it again on the next session.
+    pub(crate) const ARRIVED_WHILE_CLOSING: Self = Self::Leave;
+
+    /// A result that arrives after its connection closed cannot be acknowledged (an ack
+    /// on a later connection could name another message with the same packet id): the
+    /// broker redelivers the message on the next session.
+    pub(crate) const STALE: Self = Self::Leave;
 }
 
 impl fmt::Display for Disposition {

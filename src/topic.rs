@@ -32,6 +32,10 @@ pub(crate) fn group_is_valid(group: &str) -> bool {
 }
 
 /// Whether the topic name `topic` matches the filter `filter` (MQTT 4.7 rules).
+///
+/// Our own rather than rumqttc's `mqttbytes::matches`: that one returns false for every
+/// topic starting with `$`, even against an explicit filter such as `$SYS/#`, so a
+/// consumer subscribed to `$SYS/...` would never find its subscription.
 pub(crate) fn matches(filter: &str, topic: &str) -> bool {
     // Wildcards at the first level never match topics starting with '$'.
     if topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#')) {
@@ -92,5 +96,8 @@ mod tests {
         assert!(!matches("a/+", "a/b/c"));
         assert!(!matches("+/x", "$SYS/x"));
         assert!(!matches("a/b", "a/c"));
+        // An explicit `$` filter matches (rumqttc's matcher refuses every `$` topic).
+        assert!(matches("$SYS/#", "$SYS/broker/uptime"));
+        assert!(!rumqttc::mqttbytes::matches("$SYS/broker/uptime", "$SYS/#"));
     }
 }

@@ -120,7 +120,7 @@ async fn a_broker_down_at_start_up_is_retried_with_backoff() {
                 assert_eq!(reason, DownReason::ConnectionRefused);
             }
         }
-        // Not a hot loop: each retry waits at least half the minimum backoff.
+        // Not a hot loop: each retry waits at least the minimum backoff (asserted: half).
         let downs = running.events.times(|e| matches!(e, Ev::Down(..)));
         for pair in downs.windows(2) {
             assert!(

@@ -3,10 +3,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tower::retry::backoff::ExponentialBackoffMaker;
+use tower::util::rng::HasherRng;
+
 use super::codec::{Codec, ConnectParams};
-use super::Backoff;
 use crate::config::{Config, QoS};
-use crate::disposition::AckPolicy;
 use crate::event::Hook;
 use crate::message::Origin;
 
@@ -21,10 +22,9 @@ pub(crate) struct Settings {
     pub(crate) filters: Arc<[String]>,
     pub(crate) concurrency: usize,
     pub(crate) max_inflight: usize,
-    pub(crate) policy: AckPolicy,
     pub(crate) drain_timeout: Duration,
     pub(crate) redeliver_after: Duration,
-    pub(crate) backoff: Backoff,
+    pub(crate) backoff: ReconnectBackoff,
     pub(crate) max_reconnect_attempts: Option<u32>,
     pub(crate) codec: Codec,
     pub(crate) hook: Option<Hook>,
@@ -53,6 +53,38 @@ impl Settings {
     }
 }
 
+/// Jitter of [`ReconnectBackoff::Bounds`], as a ratio of the base delay: each wait is
+/// its step plus a random part of up to as much again (never above the maximum).
+pub(crate) const JITTER: f64 = 1.0;
+
+/// Where each connection slot gets its reconnect backoff: tower's exponential backoff.
+#[derive(Debug, Clone)]
+pub(crate) enum ReconnectBackoff {
+    /// `ConsumerBuilder::reconnect_backoff(min, max)` (checked by the builder): with
+    /// [`JITTER`], and a random generator of its own for every connection slot.
+    Bounds { min: Duration, max: Duration },
+    /// `ConsumerBuilder::reconnect_backoff_maker`: exactly as given.
+    Maker(ExponentialBackoffMaker),
+}
+
+impl ReconnectBackoff {
+    /// The backoff maker for one connection slot.
+    ///
+    /// tower clones a maker's random generator into every backoff it makes, so backoffs
+    /// from one maker all draw the same jitter. For `Bounds` each slot therefore gets a
+    /// maker with a fresh generator (`HasherRng::default()` seeds a new `RandomState`),
+    /// so that the connections of one consumer do not reconnect in step either.
+    pub(crate) fn maker(&self) -> ExponentialBackoffMaker {
+        match self {
+            ReconnectBackoff::Bounds { min, max } => {
+                ExponentialBackoffMaker::new(*min, *max, JITTER, HasherRng::default())
+                    .expect("the builder checked 0 < min <= max")
+            }
+            ReconnectBackoff::Maker(maker) => maker.clone(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Settings")
@@ -60,7 +92,99 @@ impl std::fmt::Debug for Settings {
             .field("client_id", &self.client_id)
             .field("subscriptions", &self.subscriptions)
             .field("max_inflight", &self.max_inflight)
-            .field("policy", &self.policy)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::time::Instant;
+    use tower::retry::backoff::{Backoff, MakeBackoff};
+
+    use super::ReconnectBackoff;
+
+    /// The wait the next reconnect would take, within the few microseconds around it.
+    fn next_wait(backoff: &mut impl Backoff<Future = tokio::time::Sleep>) -> (Duration, Duration) {
+        let before = Instant::now();
+        let sleep = backoff.next_backoff();
+        let after = Instant::now();
+        // The sleep ends at `now + wait` for a `now` in `before..=after`.
+        (sleep.deadline() - after, sleep.deadline() - before)
+    }
+
+    fn assert_wait_in(
+        backoff: &mut impl Backoff<Future = tokio::time::Sleep>,
+        lo: Duration,
+        hi: Duration,
+    ) {
+        let (at_least, at_most) = next_wait(backoff);
+        assert!(
+            at_most >= lo && at_least <= hi,
+            "wait {at_least:?}..{at_most:?} not in {lo:?}..={hi:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn backoff_doubles_with_jitter_up_to_the_maximum() {
+        let ms = Duration::from_millis;
+        let bounds = ReconnectBackoff::Bounds {
+            min: ms(100),
+            max: Duration::from_secs(5),
+        };
+        // Step b = min(100 ms * 2^(n-1), 5 s), wait in b..=min(2b, 5 s).
+        let steps = [
+            (ms(100), ms(200)),
+            (ms(200), ms(400)),
+            (ms(400), ms(800)),
+            (ms(800), ms(1600)),
+            (ms(1600), ms(3200)),
+            (ms(3200), ms(5000)),
+            (ms(5000), ms(5000)),
+            (ms(5000), ms(5000)),
+        ];
+        let mut firsts = Vec::new();
+        for _ in 0..50 {
+            // A slot's maker, as the driver makes it.
+            let mut backoff = bounds.maker().make_backoff();
+            for (lo, hi) in steps {
+                assert_wait_in(&mut backoff, lo, hi);
+            }
+            firsts.push(next_wait(&mut bounds.maker().make_backoff()).0);
+        }
+        // Every slot draws its own jitter: the first waits spread over 100..200 ms (the
+        // same draw everywhere would differ by microseconds of timing only).
+        let spread = *firsts.iter().max().unwrap() - *firsts.iter().min().unwrap();
+        assert!(spread > ms(20), "first waits: {firsts:?}");
+    }
+
+    #[tokio::test]
+    async fn backoff_starts_over_after_a_connection() {
+        let ms = Duration::from_millis;
+        let mut maker = ReconnectBackoff::Bounds {
+            min: ms(100),
+            max: Duration::from_secs(30),
+        }
+        .maker();
+        let mut backoff = maker.make_backoff();
+        for step in [100, 200, 400, 800, 1600, 3200] {
+            assert_wait_in(&mut backoff, ms(step), ms(2 * step));
+        }
+        // What the driver does after a successful connection.
+        let mut backoff = maker.make_backoff();
+        assert_wait_in(&mut backoff, ms(100), ms(200));
+    }
+
+    #[tokio::test]
+    async fn equal_bounds_wait_exactly_that_long() {
+        // emqtt's `reconnect_timeout` t becomes `reconnect_backoff(t, t)`.
+        let t = Duration::from_secs(2);
+        let mut backoff = ReconnectBackoff::Bounds { min: t, max: t }
+            .maker()
+            .make_backoff();
+        for _ in 0..5 {
+            assert_wait_in(&mut backoff, t, t);
+        }
     }
 }

@@ -1,0 +1,305 @@
+//! The service side of a connection slot: readiness, the message waiting for it, the
+//! calls in progress, and what each finished call means for its connection.
+//!
+//! Calls outlive connections: a call started on a connection that has since closed
+//! finishes here too, and is reported as stale ([`Ticket::epoch`]) instead of
+//! acknowledged.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::codec::{Decoded, Inbound, RawPublish};
+use super::conn::Conn;
+use super::settings::Settings;
+use crate::config::QoS;
+use crate::disposition::Disposition;
+use crate::error::{BoxError, DownReason};
+use crate::event::{Emitter, Status};
+use crate::message::{Message, Origin};
+
+/// Why a connection's loop ended against our will.
+pub(super) enum Broken {
+    Down(DownReason),
+    ServiceFailed(BoxError),
+}
+
+impl From<DownReason> for Broken {
+    fn from(reason: DownReason) -> Self {
+        Broken::Down(reason)
+    }
+}
+
+/// What a service call needs to report back when it finishes.
+struct Ticket {
+    /// The connection the message arrived on.
+    epoch: u64,
+    /// Slot in the ack order; `None` for QoS 0.
+    seq: Option<u64>,
+    qos: QoS,
+    pkid: u16,
+    topic: bytestring::ByteString,
+    started: Instant,
+}
+
+pin_project! {
+    /// A service call tagged with its ticket. The slot is reusable: once the call has
+    /// finished its future is dropped in place and a new call can start in the same
+    /// (pinned, boxed) memory.
+    struct Call<F> {
+        #[pin]
+        fut: Option<F>,
+        ticket: Option<Ticket>,
+    }
+}
+
+impl<F> Call<F> {
+    fn empty() -> Pin<Box<Self>> {
+        Box::pin(Call {
+            fut: None,
+            ticket: None,
+        })
+    }
+
+    #[inline]
+    fn start(self: Pin<&mut Self>, fut: F, ticket: Ticket) {
+        let mut this = self.project();
+        this.fut.set(Some(fut));
+        *this.ticket = Some(ticket);
+    }
+}
+
+impl<F, T, E> Future for Call<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = (Ticket, Result<(), BoxError>);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let fut = this
+            .fut
+            .as_mut()
+            .as_pin_mut()
+            .expect("a call slot is only polled while a call runs in it");
+        let result = ready!(fut.poll(cx));
+        this.fut.set(None);
+        let ticket = this.ticket.take().expect("a running call has its ticket");
+        Poll::Ready((ticket, result.map(|_| ()).map_err(Into::into)))
+    }
+}
+
+/// The service and its calls, for one connection slot.
+pub(super) struct Dispatcher<S>
+where
+    S: Service<Message>,
+{
+    settings: Arc<Settings>,
+    origin: Arc<Origin>,
+    svc: S,
+    /// `poll_ready` returned `Ready(Ok)` and the reservation is unused.
+    ready: bool,
+    /// A decoded PUBLISH waiting for the service to become ready. It belongs to the
+    /// connection it was read from: [`Dispatcher::connection_closed`] drops it.
+    stash: Option<RawPublish>,
+    calls: FuturesUnordered<Pin<Box<Call<S::Future>>>>,
+    /// A finished call slot kept for the next message: a call that completes on its
+    /// first poll then costs no allocation and never enters `calls`.
+    spare: Option<Pin<Box<Call<S::Future>>>>,
+}
+
+impl<S> Dispatcher<S>
+where
+    S: Service<Message>,
+    S::Error: Into<BoxError>,
+{
+    pub(super) fn new(settings: Arc<Settings>, origin: Arc<Origin>, svc: S) -> Self {
+        Dispatcher {
+            settings,
+            origin,
+            svc,
+            ready: false,
+            stash: None,
+            calls: FuturesUnordered::new(),
+            spare: None,
+        }
+    }
+
+    /// Whether calls are still in progress (on any connection, closed ones included).
+    pub(super) fn has_calls(&self) -> bool {
+        !self.calls.is_empty()
+    }
+
+    /// The connection is gone: a PUBLISH read from it and not dispatched yet dies with
+    /// it (its packet id means nothing on the next connection; the broker sends it
+    /// again).
+    pub(super) fn connection_closed(&mut self) {
+        self.stash = None;
+    }
+
+    /// Messages held against `max_inflight`: calls in progress (also those of closed
+    /// connections, which still occupy the service), decided acks waiting behind an
+    /// earlier message, and the stashed PUBLISH.
+    #[inline]
+    fn held(&self, conn: &Conn) -> usize {
+        self.calls.len() + conn.acks_waiting() + usize::from(self.stash.is_some())
+    }
+
+    /// Finish the calls that are done. Returns whether there were any.
+    #[inline]
+    pub(super) fn poll_finished(
+        &mut self,
+        conn: &mut Conn,
+        events: &Emitter,
+        cx: &mut Context<'_>,
+    ) -> bool {
+        let mut any = false;
+        while let Poll::Ready(Some((ticket, result))) = self.calls.poll_next_unpin(cx) {
+            any = true;
+            self.finish(conn, events, ticket, result);
+        }
+        any
+    }
+
+    /// With no connection: report calls that finish as stale.
+    pub(super) fn poll_stale(&mut self, events: &Emitter, cx: &mut Context<'_>) {
+        while let Poll::Ready(Some((ticket, result))) = self.calls.poll_next_unpin(cx) {
+            report_stale(events, &ticket, &result);
+        }
+    }
+
+    /// Take new messages from a running connection while fewer than `max_inflight` are
+    /// held and the service is ready; other packets are handled by the connection.
+    /// Returns the bytes still needed for the next packet when the read buffer ran dry
+    /// (the caller reads), `None` when intake stopped for back-pressure or because the
+    /// connection started closing. Sets `progress` if anything was consumed.
+    #[inline]
+    pub(super) fn poll_intake(
+        &mut self,
+        conn: &mut Conn,
+        events: &Emitter,
+        cx: &mut Context<'_>,
+        progress: &mut bool,
+    ) -> Result<Option<usize>, Broken> {
+        let max_inflight = self.settings.max_inflight;
+        while conn.is_running() && self.held(conn) < max_inflight {
+            if self.stash.is_none() {
+                match conn.decode()? {
+                    Decoded::NeedMore(n) => return Ok(Some(n)),
+                    Decoded::Packet(Inbound::Publish(raw)) => self.stash = Some(raw),
+                    Decoded::Packet(other) => {
+                        *progress = true;
+                        conn.control(other, events)?;
+                        continue;
+                    }
+                }
+            }
+            if !self.ready {
+                match self.svc.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => self.ready = true,
+                    Poll::Ready(Err(e)) => return Err(Broken::ServiceFailed(e.into())),
+                    Poll::Pending => break,
+                }
+            }
+            let raw = self.stash.take().expect("stash was filled above");
+            self.dispatch(conn, events, raw, cx);
+            *progress = true;
+        }
+        Ok(None)
+    }
+
+    /// Start the service call for a PUBLISH (the service has reserved capacity).
+    #[inline]
+    fn dispatch(
+        &mut self,
+        conn: &mut Conn,
+        events: &Emitter,
+        raw: RawPublish,
+        cx: &mut Context<'_>,
+    ) {
+        self.ready = false;
+        events.message_start(&raw.topic, raw.qos, raw.pkid, raw.dup);
+        let ticket = Ticket {
+            epoch: conn.epoch(),
+            seq: conn.track(raw.pkid, raw.qos),
+            qos: raw.qos,
+            pkid: raw.pkid,
+            topic: raw.topic.clone(),
+            started: Instant::now(),
+        };
+        let message = Message {
+            topic: raw.topic,
+            payload: raw.payload,
+            qos: raw.qos,
+            retain: raw.retain,
+            dup: raw.dup,
+            pkid: raw.pkid,
+            properties: raw.properties,
+            origin: self.origin.clone(),
+            extensions: http::Extensions::new(),
+        };
+        let mut call = self.spare.take().unwrap_or_else(Call::empty);
+        call.as_mut().start(self.svc.call(message), ticket);
+        // Many calls finish at once (fast handlers, a hand-off to a channel): finish
+        // those here; only calls that wait go into the set that is polled by wake-up.
+        match call.as_mut().poll(cx) {
+            Poll::Ready((ticket, result)) => {
+                self.spare = Some(call);
+                self.finish(conn, events, ticket, result);
+            }
+            Poll::Pending => self.calls.push(call),
+        }
+    }
+
+    /// A service call finished: decide its disposition; the connection it arrived on
+    /// releases acks in order.
+    #[inline]
+    fn finish(
+        &mut self,
+        conn: &mut Conn,
+        events: &Emitter,
+        ticket: Ticket,
+        result: Result<(), BoxError>,
+    ) {
+        if ticket.epoch != conn.epoch() {
+            report_stale(events, &ticket, &result);
+            return;
+        }
+        let disposition = self.origin.disposition(&result);
+        if let Err(e) = &result {
+            tracing::debug!(target: "tower_mqtt::receive_message", topic = %ticket.topic,
+                pkid = ticket.pkid, error = %e, "service failed");
+        }
+        events.message_ack(
+            &ticket.topic,
+            ticket.qos,
+            ticket.pkid,
+            status(&result),
+            disposition,
+            ticket.started.elapsed(),
+        );
+        conn.settle(ticket.seq, disposition);
+    }
+}
+
+/// A call from a closed connection finished: it cannot be acknowledged any more.
+fn report_stale(events: &Emitter, ticket: &Ticket, result: &Result<(), BoxError>) {
+    // Nothing goes on the wire for it (there is no connection to send it on).
+    debug_assert_eq!(Disposition::STALE.ack_reason(ticket.qos), None);
+    events.message_stale(&ticket.topic, ticket.pkid, status(result));
+}
+
+fn status(result: &Result<(), BoxError>) -> Status {
+    if result.is_ok() {
+        Status::Success
+    } else {
+        Status::Failure
+    }
+}

@@ -1,0 +1,150 @@
+//! The buffered socket of one live connection.
+//!
+//! Packets are decoded from the read buffer in place and encoded into the write buffer,
+//! which goes out in batches: many acks, one write. Nothing here knows MQTT.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWrite;
+
+use crate::error::DownReason;
+use crate::transport::{down_reason, Io};
+
+/// Bytes requested from the socket per read when the buffer runs low.
+pub(super) const READ_CHUNK: usize = 64 * 1024;
+
+/// A connection's transport with its read and write buffers.
+pub(super) struct Buffered {
+    io: Box<dyn Io>,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    /// Bytes were written since the last completed flush.
+    needs_flush: bool,
+    /// Bytes read so far: the keepalive's evidence that the broker is alive.
+    rx_total: u64,
+}
+
+impl Buffered {
+    /// Wrap a connected transport; `read_buf` may already hold bytes read past the
+    /// CONNACK.
+    pub(super) fn new(io: Box<dyn Io>, read_buf: BytesMut) -> Self {
+        Buffered {
+            io,
+            read_buf,
+            write_buf: BytesMut::with_capacity(4096),
+            needs_flush: false,
+            rx_total: 0,
+        }
+    }
+
+    /// Received bytes not decoded yet.
+    #[inline]
+    pub(super) fn read_buf(&mut self) -> &mut BytesMut {
+        &mut self.read_buf
+    }
+
+    /// Encoded packets not written yet.
+    #[inline]
+    pub(super) fn write_buf(&mut self) -> &mut BytesMut {
+        &mut self.write_buf
+    }
+
+    /// Bytes read from the socket since the connection opened.
+    #[inline]
+    pub(super) fn rx_total(&self) -> u64 {
+        self.rx_total
+    }
+
+    /// Whether everything encoded so far has been written and flushed.
+    #[inline]
+    pub(super) fn is_flushed(&self) -> bool {
+        self.write_buf.is_empty() && !self.needs_flush
+    }
+
+    /// Write as much of the write buffer as the socket takes; once it is empty, flush.
+    /// Returns whether anything happened: bytes written, or a flush completed (the
+    /// closing phases wait for that, and a flush that was pending may complete in a pass
+    /// that has nothing else to do).
+    #[inline]
+    pub(super) fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<bool, DownReason> {
+        let mut progress = false;
+        while !self.write_buf.is_empty() {
+            match Pin::new(&mut self.io).poll_write(cx, &self.write_buf) {
+                Poll::Ready(Ok(0)) => return Err(DownReason::Closed),
+                Poll::Ready(Ok(n)) => {
+                    self.write_buf.advance(n);
+                    self.needs_flush = true;
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => return Err(down_reason(e)),
+                Poll::Pending => break,
+            }
+        }
+        if self.write_buf.is_empty() && self.needs_flush {
+            match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.needs_flush = false;
+                    progress = true;
+                }
+                Poll::Ready(Err(e)) => return Err(down_reason(e)),
+                Poll::Pending => {}
+            }
+        }
+        Ok(progress)
+    }
+
+    /// Read more into the read buffer, with room for at least `needed` more bytes (the
+    /// rest of an incomplete packet). Returns whether bytes arrived; the end of the
+    /// stream is an error: the broker closed the connection.
+    #[inline]
+    pub(super) fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        needed: usize,
+    ) -> Result<bool, DownReason> {
+        let spare = self.read_buf.capacity() - self.read_buf.len();
+        if spare < needed.max(4096) {
+            self.read_buf.reserve(needed.max(READ_CHUNK));
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf) {
+            Poll::Ready(Ok(0)) => Err(DownReason::Closed),
+            Poll::Ready(Ok(n)) => {
+                self.rx_total += n as u64;
+                Ok(true)
+            }
+            Poll::Ready(Err(e)) => Err(down_reason(e)),
+            Poll::Pending => Ok(false),
+        }
+    }
+
+    /// Everything is written: close our side, then read and drop whatever still arrives
+    /// until the broker closes its side, so that it has read every ack before the
+    /// socket goes away (closing with unread data would send a RST, which can discard
+    /// them). True once the broker has closed (or the connection failed).
+    pub(super) fn poll_linger(&mut self, cx: &mut Context<'_>) -> bool {
+        // From here on errors no longer matter: every ack is written.
+        match Pin::new(&mut self.io).poll_shutdown(cx) {
+            Poll::Ready(Ok(())) => self.discard_until_eof(cx),
+            Poll::Ready(Err(_)) => true,
+            Poll::Pending => false,
+        }
+    }
+
+    /// Read and drop whatever arrives until the broker closes; true once it has (or
+    /// the connection failed).
+    fn discard_until_eof(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            self.read_buf.clear();
+            if self.read_buf.capacity() < 4096 {
+                self.read_buf.reserve(READ_CHUNK);
+            }
+            match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return true,
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Pending => return false,
+            }
+        }
+    }
+}

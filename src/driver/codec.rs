@@ -100,8 +100,8 @@ impl Codec {
     /// The codec for a protocol version (MQTT 3.1 is refused before this is asked).
     pub(crate) fn for_protocol(proto: ProtoVer) -> Self {
         match proto {
-            ProtoVer::V5 => Codec::V5,
-            ProtoVer::V3 | ProtoVer::V4 => Codec::V4,
+            ProtoVer::V5 => Self::V5,
+            ProtoVer::V3 | ProtoVer::V4 => Self::V4,
         }
     }
 
@@ -180,7 +180,7 @@ impl Codec {
         if body.len() < at {
             return malformed("topic longer than the packet");
         }
-        if self == Codec::V5 {
+        if self == Self::V5 {
             match body.get(at) {
                 Some(0) => at += 1,     // no properties
                 Some(_) => return None, // properties: rumqttc decodes them
@@ -207,7 +207,7 @@ impl Codec {
 
     fn decode_with_rumqttc(self, buf: &mut BytesMut, max: usize) -> Result<Decoded, DownReason> {
         match self {
-            Codec::V4 => match v4::Packet::read(buf, max) {
+            Self::V4 => match v4::Packet::read(buf, max) {
                 Ok(p) => from_v4(p).map(Decoded::Packet),
                 Err(m::Error::InsufficientBytes(n)) => Ok(Decoded::NeedMore(n)),
                 Err(m::Error::PayloadSizeLimitExceeded(size)) => {
@@ -215,7 +215,7 @@ impl Codec {
                 }
                 Err(e) => Err(DownReason::Protocol(e.to_string())),
             },
-            Codec::V5 => match v5::Packet::read(buf, Some(max as u32)) {
+            Self::V5 => match v5::Packet::read(buf, Some(max as u32)) {
                 Ok(p) => from_v5(p).map(Decoded::Packet),
                 Err(m5::Error::InsufficientBytes(n)) => Ok(Decoded::NeedMore(n)),
                 Err(m5::Error::PayloadSizeLimitExceeded { pkt_size: size, .. }) => {
@@ -228,7 +228,7 @@ impl Codec {
 
     pub(crate) fn encode_connect(self, p: &ConnectParams<'_>, buf: &mut BytesMut) {
         match self {
-            Codec::V4 => {
+            Self::V4 => {
                 let mut connect = v4::Connect::new(p.client_id);
                 connect.keep_alive = p.keepalive_secs;
                 connect.clean_session = p.clean_start;
@@ -242,12 +242,12 @@ impl Codec {
                     retain: w.retain,
                 });
                 let start = buf.len();
-                write_v4(v4::Packet::Connect(connect), buf);
+                write_v4(&v4::Packet::Connect(connect), buf);
                 if p.bridge_mode {
                     set_bridge_bit(&mut buf[start..]);
                 }
             }
-            Codec::V5 => {
+            Self::V5 => {
                 let mut properties = v5::ConnectProperties {
                     session_expiry_interval: p.session_expiry,
                     receive_maximum: p.receive_maximum,
@@ -276,7 +276,7 @@ impl Codec {
                 let login = p
                     .username
                     .map(|u| v5::Login::new(u, p.password.unwrap_or("")));
-                write_v5(v5::Packet::Connect(connect, will, login), buf);
+                write_v5(&v5::Packet::Connect(connect, will, login), buf);
             }
         }
     }
@@ -295,7 +295,7 @@ impl Codec {
             QoS::ExactlyOnce => 0x50, // PUBREC
         };
         let [hi, lo] = pkid.to_be_bytes();
-        if reason != 0 && self == Codec::V5 {
+        if reason != 0 && self == Self::V5 {
             // The reason code, no properties.
             buf.extend_from_slice(&[packet_type, 3, hi, lo, reason]);
         } else {
@@ -305,6 +305,7 @@ impl Codec {
     }
 
     /// PUBCOMP for a PUBREL (Success; same form in both versions).
+    #[allow(clippy::unused_self)] // a codec method like the others, though both forms agree
     pub(crate) fn encode_pubcomp(self, pkid: u16, buf: &mut BytesMut) {
         let [hi, lo] = pkid.to_be_bytes();
         buf.extend_from_slice(&[0x70, 2, hi, lo]);
@@ -312,14 +313,14 @@ impl Codec {
 
     pub(crate) fn encode_subscribe(self, pkid: u16, filters: &[(String, QoS)], buf: &mut BytesMut) {
         match self {
-            Codec::V4 => {
+            Self::V4 => {
                 let filters = filters
                     .iter()
                     .map(|(f, q)| v4::SubscribeFilter::new(f.clone(), to_v4(*q)))
                     .collect();
-                write_v4(v4::Packet::Subscribe(v4::Subscribe { pkid, filters }), buf);
+                write_v4(&v4::Packet::Subscribe(v4::Subscribe { pkid, filters }), buf);
             }
-            Codec::V5 => {
+            Self::V5 => {
                 let filters = filters
                     .iter()
                     .map(|(f, q)| v5::Filter::new(f.clone(), to_v5(*q)))
@@ -329,24 +330,24 @@ impl Codec {
                     filters,
                     properties: None,
                 };
-                write_v5(v5::Packet::Subscribe(subscribe), buf);
+                write_v5(&v5::Packet::Subscribe(subscribe), buf);
             }
         }
     }
 
     pub(crate) fn encode_ping(self, buf: &mut BytesMut) {
         match self {
-            Codec::V4 => write_v4(v4::Packet::PingReq, buf),
-            Codec::V5 => write_v5(v5::Packet::PingReq(v5::PingReq), buf),
+            Self::V4 => write_v4(&v4::Packet::PingReq, buf),
+            Self::V5 => write_v5(&v5::Packet::PingReq(v5::PingReq), buf),
         }
     }
 
     /// A normal DISCONNECT: the broker keeps the session and discards the will.
     pub(crate) fn encode_disconnect(self, buf: &mut BytesMut) {
         match self {
-            Codec::V4 => write_v4(v4::Packet::Disconnect, buf),
-            Codec::V5 => write_v5(
-                v5::Packet::Disconnect(v5::Disconnect::new(
+            Self::V4 => write_v4(&v4::Packet::Disconnect, buf),
+            Self::V5 => write_v5(
+                &v5::Packet::Disconnect(v5::Disconnect::new(
                     v5::DisconnectReasonCode::NormalDisconnection,
                 )),
                 buf,
@@ -371,13 +372,13 @@ fn set_bridge_bit(packet: &mut [u8]) {
 // Encoding our own small packets cannot fail except on sizes we never produce (topic
 // filters are validated to fit); a failure would be a bug, and sending nothing is the
 // safe outcome, so it is logged rather than propagated.
-fn write_v4(packet: v4::Packet, buf: &mut BytesMut) {
+fn write_v4(packet: &v4::Packet, buf: &mut BytesMut) {
     if let Err(e) = packet.write(buf, usize::MAX) {
         tracing::error!(target: "tower_mqtt::connection", error = %e, "could not encode packet");
     }
 }
 
-fn write_v5(packet: v5::Packet, buf: &mut BytesMut) {
+fn write_v5(packet: &v5::Packet, buf: &mut BytesMut) {
     if let Err(e) = packet.write(buf, None) {
         tracing::error!(target: "tower_mqtt::connection", error = %e, "could not encode packet");
     }
@@ -589,20 +590,20 @@ mod tests {
         buf.to_vec()
     }
 
-    fn rumqttc_v4(packet: v4::Packet) -> Vec<u8> {
+    fn rumqttc_v4(packet: &v4::Packet) -> Vec<u8> {
         let mut buf = BytesMut::new();
         packet.write(&mut buf, usize::MAX).unwrap();
         buf.to_vec()
     }
 
-    fn rumqttc_v5(packet: v5::Packet) -> Vec<u8> {
+    fn rumqttc_v5(packet: &v5::Packet) -> Vec<u8> {
         let mut buf = BytesMut::new();
         packet.write(&mut buf, None).unwrap();
         buf.to_vec()
     }
 
-    fn decode_v5(bytes: Vec<u8>) -> v5::Packet {
-        let mut buf = BytesMut::from(&bytes[..]);
+    fn decode_v5(bytes: &[u8]) -> v5::Packet {
+        let mut buf = BytesMut::from(bytes);
         let packet = v5::Packet::read(&mut buf, None).unwrap();
         assert!(buf.is_empty(), "one whole packet");
         packet
@@ -760,45 +761,45 @@ mod tests {
         for pkid in [1, 2, 255, 256, 4242, u16::MAX] {
             assert_eq!(
                 ours(Codec::V4, QoS::AtLeastOnce, pkid, false),
-                rumqttc_v4(v4::Packet::PubAck(v4::PubAck::new(pkid)))
+                rumqttc_v4(&v4::Packet::PubAck(v4::PubAck::new(pkid)))
             );
             assert_eq!(
                 ours(Codec::V4, QoS::ExactlyOnce, pkid, false),
-                rumqttc_v4(v4::Packet::PubRec(v4::PubRec::new(pkid)))
+                rumqttc_v4(&v4::Packet::PubRec(v4::PubRec::new(pkid)))
             );
             // MQTT 3.1.1 has no reason codes: a reject is a plain ack.
             assert_eq!(
                 ours(Codec::V4, QoS::AtLeastOnce, pkid, true),
-                rumqttc_v4(v4::Packet::PubAck(v4::PubAck::new(pkid)))
+                rumqttc_v4(&v4::Packet::PubAck(v4::PubAck::new(pkid)))
             );
             assert_eq!(
                 ours(Codec::V5, QoS::AtLeastOnce, pkid, false),
-                rumqttc_v5(v5::Packet::PubAck(v5::PubAck::new(pkid, None)))
+                rumqttc_v5(&v5::Packet::PubAck(v5::PubAck::new(pkid, None)))
             );
             assert_eq!(
                 ours(Codec::V5, QoS::ExactlyOnce, pkid, false),
-                rumqttc_v5(v5::Packet::PubRec(v5::PubRec::new(pkid, None)))
+                rumqttc_v5(&v5::Packet::PubRec(v5::PubRec::new(pkid, None)))
             );
             // The MQTT 5 reject omits the property length (allowed when the remaining
             // length is under 4, §3.4.2.2); rumqttc writes it as 0. Compare decoded.
             let mut reject = v5::PubAck::new(pkid, None);
             reject.reason = v5::PubAckReason::UnspecifiedError;
             assert_eq!(
-                decode_v5(ours(Codec::V5, QoS::AtLeastOnce, pkid, true)),
+                decode_v5(&ours(Codec::V5, QoS::AtLeastOnce, pkid, true)),
                 v5::Packet::PubAck(reject)
             );
             let mut reject = v5::PubRec::new(pkid, None);
             reject.reason = v5::PubRecReason::UnspecifiedError;
             assert_eq!(
-                decode_v5(ours(Codec::V5, QoS::ExactlyOnce, pkid, true)),
+                decode_v5(&ours(Codec::V5, QoS::ExactlyOnce, pkid, true)),
                 v5::Packet::PubRec(reject)
             );
             for codec in [Codec::V4, Codec::V5] {
                 let mut buf = BytesMut::new();
                 codec.encode_pubcomp(pkid, &mut buf);
                 let expected = match codec {
-                    Codec::V4 => rumqttc_v4(v4::Packet::PubComp(v4::PubComp::new(pkid))),
-                    Codec::V5 => rumqttc_v5(v5::Packet::PubComp(v5::PubComp::new(pkid, None))),
+                    Codec::V4 => rumqttc_v4(&v4::Packet::PubComp(v4::PubComp::new(pkid))),
+                    Codec::V5 => rumqttc_v5(&v5::Packet::PubComp(v5::PubComp::new(pkid, None))),
                 };
                 assert_eq!(buf.to_vec(), expected);
             }

@@ -86,7 +86,7 @@ pub(super) struct Conn {
 
 impl Conn {
     pub(super) fn new(io: Buffered, epoch: u64, keepalive: Duration, settings: &Settings) -> Self {
-        Conn {
+        Self {
             io,
             codec: settings.codec,
             max_packet_size: settings.config.max_packet_size,
@@ -298,7 +298,7 @@ impl Conn {
                 self.awaiting_rel = self.awaiting_rel.saturating_sub(1);
             }
             Inbound::PingResp => self.keepalive.pong(),
-            Inbound::SubAck { pkid, codes } => self.suback(pkid, codes, events),
+            Inbound::SubAck { pkid, codes } => self.suback(pkid, &codes, events),
             Inbound::Disconnect { code } => return Err(DownReason::ServerDisconnect { code }),
             Inbound::ConnAck(_) => {
                 return Err(DownReason::Protocol(
@@ -311,7 +311,7 @@ impl Conn {
         Ok(())
     }
 
-    fn suback(&mut self, pkid: u16, codes: Vec<SubCode>, events: &Emitter) {
+    fn suback(&mut self, pkid: u16, codes: &[SubCode], events: &Emitter) {
         let Some((expected, filters)) = self.pending_sub.take() else {
             return;
         };

@@ -32,7 +32,7 @@ pub(super) enum Broken {
 
 impl From<DownReason> for Broken {
     fn from(reason: DownReason) -> Self {
-        Broken::Down(reason)
+        Self::Down(reason)
     }
 }
 
@@ -61,7 +61,7 @@ pin_project! {
 
 impl<F> Call<F> {
     fn empty() -> Pin<Box<Self>> {
-        Box::pin(Call {
+        Box::pin(Self {
             fut: None,
             ticket: None,
         })
@@ -121,7 +121,7 @@ where
     S::Error: Into<BoxError>,
 {
     pub(super) fn new(settings: Arc<Settings>, origin: Arc<Origin>, svc: S) -> Self {
-        Dispatcher {
+        Self {
             settings,
             origin,
             svc,
@@ -163,7 +163,7 @@ where
         let mut any = false;
         while let Poll::Ready(Some((ticket, result))) = self.calls.poll_next_unpin(cx) {
             any = true;
-            self.finish(conn, events, ticket, result);
+            self.finish(conn, events, &ticket, &result);
         }
         any
     }
@@ -252,7 +252,7 @@ where
         match call.as_mut().poll(cx) {
             Poll::Ready((ticket, result)) => {
                 self.spare = Some(call);
-                self.finish(conn, events, ticket, result);
+                self.finish(conn, events, &ticket, &result);
             }
             Poll::Pending => self.calls.push(call),
         }
@@ -262,18 +262,18 @@ where
     /// releases acks in order.
     #[inline]
     fn finish(
-        &mut self,
+        &self,
         conn: &mut Conn,
         events: &Emitter,
-        ticket: Ticket,
-        result: Result<(), BoxError>,
+        ticket: &Ticket,
+        result: &Result<(), BoxError>,
     ) {
         if ticket.epoch != conn.epoch() {
-            report_stale(events, &ticket, &result);
+            report_stale(events, ticket, result);
             return;
         }
-        let disposition = self.origin.disposition(&result);
-        if let Err(e) = &result {
+        let disposition = self.origin.disposition(result);
+        if let Err(e) = result {
             tracing::debug!(target: "tower_mqtt::receive_message", topic = %ticket.topic,
                 pkid = ticket.pkid, error = %e, "service failed");
         }
@@ -281,7 +281,7 @@ where
             &ticket.topic,
             ticket.qos,
             ticket.pkid,
-            status(&result),
+            status(result),
             disposition,
             ticket.started.elapsed(),
         );

@@ -30,7 +30,7 @@ impl Buffered {
     /// Wrap a connected transport; `read_buf` may already hold bytes read past the
     /// CONNACK.
     pub(super) fn new(io: Box<dyn Io>, read_buf: BytesMut) -> Self {
-        Buffered {
+        Self {
             io,
             read_buf,
             write_buf: BytesMut::with_capacity(4096),
@@ -141,8 +141,8 @@ impl Buffered {
                 self.read_buf.reserve(READ_CHUNK);
             }
             match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return true,
-                Poll::Ready(Ok(_)) => continue,
+                Poll::Ready(Ok(0) | Err(_)) => return true,
+                Poll::Ready(Ok(_)) => {}
                 Poll::Pending => return false,
             }
         }

@@ -40,9 +40,9 @@ impl Keepalive {
     /// Ping every `every` (the negotiated keepalive); zero turns keepalive off.
     pub(super) fn new(every: Duration) -> Self {
         if every.is_zero() {
-            return Keepalive(None);
+            return Self(None);
         }
-        Keepalive(Some(Pinger {
+        Self(Some(Pinger {
             every,
             timer: Box::pin(sleep(every)),
             state: State::Idle,

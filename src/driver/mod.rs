@@ -104,7 +104,7 @@ where
             client_id: origin.client_id.as_str().into(),
             hook: settings.hook.clone(),
         };
-        Driver {
+        Self {
             backoff: settings.backoff.maker(),
             dispatch: Dispatcher::new(settings.clone(), origin.clone(), svc),
             settings,

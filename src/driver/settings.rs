@@ -76,11 +76,11 @@ impl ReconnectBackoff {
     /// so that the connections of one consumer do not reconnect in step either.
     pub(crate) fn maker(&self) -> ExponentialBackoffMaker {
         match self {
-            ReconnectBackoff::Bounds { min, max } => {
+            Self::Bounds { min, max } => {
                 ExponentialBackoffMaker::new(*min, *max, JITTER, HasherRng::default())
                     .expect("the builder checked 0 < min <= max")
             }
-            ReconnectBackoff::Maker(maker) => maker.clone(),
+            Self::Maker(maker) => maker.clone(),
         }
     }
 }

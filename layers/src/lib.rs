@@ -6,10 +6,21 @@
 //! | module | feature | what |
 //! |---|---|---|
 //! | [`otel`] | `otel` | OpenTelemetry CONSUMER spans, metrics and W3C trace-context propagation over MQTT 5 user properties |
+//! | [`retry`] | `retry` | retry transient failures (timeouts, [`Transient`](retry::Transient) errors) with exponential backoff and jitter, within one service call; the attempt number in the message's extensions |
+//!
+//! [`ServiceBuilderExt`] adds the failure-handling layers to `tower::ServiceBuilder`
+//! (`.retry_messages(policy)`).
 //!
 //! [tower]: https://docs.rs/tower
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "retry")]
+mod builder;
 #[cfg(feature = "otel")]
 pub mod otel;
+#[cfg(feature = "retry")]
+pub mod retry;
+
+#[cfg(feature = "retry")]
+pub use self::builder::ServiceBuilderExt;

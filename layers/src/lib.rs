@@ -7,20 +7,23 @@
 //! |---|---|---|
 //! | [`otel`] | `otel` | OpenTelemetry CONSUMER spans, metrics and W3C trace-context propagation over MQTT 5 user properties |
 //! | [`retry`] | `retry` | retry transient failures (timeouts, [`Transient`](retry::Transient) errors) with exponential backoff and jitter, within one service call; the attempt number in the message's extensions |
+//! | [`decode`] | `decode`, `json` | decode payloads into a `T` (JSON with serde_json, or any [`Decoder`](decode::Decoder)); a payload that does not decode is rejected (MQTT 5 reason 0x99), never retried or redelivered |
 //!
 //! [`ServiceBuilderExt`] adds the failure-handling layers to `tower::ServiceBuilder`
-//! (`.retry_messages(policy)`).
+//! (`.retry_messages(policy)`, `.decode_json::<T>()`, `.decode(decoder)`).
 //!
 //! [tower]: https://docs.rs/tower
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(feature = "retry")]
+#[cfg(any(feature = "retry", feature = "decode"))]
 mod builder;
+#[cfg(feature = "decode")]
+pub mod decode;
 #[cfg(feature = "otel")]
 pub mod otel;
 #[cfg(feature = "retry")]
 pub mod retry;
 
-#[cfg(feature = "retry")]
+#[cfg(any(feature = "retry", feature = "decode"))]
 pub use self::builder::ServiceBuilderExt;

@@ -14,6 +14,11 @@
 //! (`.catch_panic()`, `.retry_messages(policy)`, `.decode_json::<T>()`,
 //! `.decode(decoder)`).
 //!
+#![cfg_attr(
+    any(feature = "retry", feature = "decode", feature = "catch-panic"),
+    doc = include_str!("../docs/failure.md")
+)]
+//!
 //! [tower]: https://docs.rs/tower
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -4,9 +4,11 @@
 //! [`CatchPanic`] catches a panic in the inner service's `call` and in the future it
 //! returned, like tower-http's `CatchPanic`, and returns a [`Panicked`] error naming
 //! the panic message instead. The consumer then treats the message like any other
-//! failure: its own rule applies (by default the message is redelivered, so a message
-//! that always panics comes back each time the session resumes; choose
-//! `OnFailure::Reject`, or mark the error, to stop that).
+//! failure: its own rule applies. By default that rule redelivers it, so a message
+//! that always panics comes back each time the session resumes: choose
+//! `OnFailure::Reject`, or a classifier
+//! ([`ConsumerBuilder::classify`](tower_mqtt::ConsumerBuilder::classify)) that rejects
+//! `Panicked` errors, to stop that.
 //!
 //! **Without this layer** a panic unwinds through the connection's task: the consumer
 //! loses that connection and [`run`](tower_mqtt::Consumer::run) ends with

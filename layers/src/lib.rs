@@ -6,10 +6,33 @@
 //! | module | feature | what |
 //! |---|---|---|
 //! | [`otel`] | `otel` | OpenTelemetry CONSUMER spans, metrics and W3C trace-context propagation over MQTT 5 user properties |
+//! | [`retry`] | `retry` | retry transient failures (timeouts, [`Transient`](retry::Transient) errors) with exponential backoff and jitter, within one service call; the attempt number in the message's extensions |
+//! | [`decode`] | `decode`, `json` | decode payloads into a `T` (JSON with serde_json, or any [`Decoder`](decode::Decoder)); a payload that does not decode is rejected (MQTT 5 reason 0x99), never retried or redelivered |
+//! | [`catch_panic`] | `catch-panic` | a panic in the service fails that one message instead of the connection |
+//!
+//! [`ServiceBuilderExt`] adds the failure-handling layers to `tower::ServiceBuilder`
+//! (`.catch_panic()`, `.retry_messages(policy)`, `.decode_json::<T>()`,
+//! `.decode(decoder)`).
+//!
+#![cfg_attr(
+    any(feature = "retry", feature = "decode", feature = "catch-panic"),
+    doc = include_str!("../docs/failure.md")
+)]
 //!
 //! [tower]: https://docs.rs/tower
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(any(feature = "retry", feature = "decode", feature = "catch-panic"))]
+mod builder;
+#[cfg(feature = "catch-panic")]
+pub mod catch_panic;
+#[cfg(feature = "decode")]
+pub mod decode;
 #[cfg(feature = "otel")]
 pub mod otel;
+#[cfg(feature = "retry")]
+pub mod retry;
+
+#[cfg(any(feature = "retry", feature = "decode", feature = "catch-panic"))]
+pub use self::builder::ServiceBuilderExt;

@@ -297,11 +297,12 @@ impl ConsumerBuilder {
                 None => (f.clone(), *q),
             })
             .collect();
-        let classifier = self
-            .classifier
-            .unwrap_or_else(|| Arc::new(self.policy) as Arc<dyn Classify>);
+        let decider = match self.classifier {
+            Some(classifier) => Decider::new(classifier, !c.clean_start),
+            None => Decider::policy(self.policy, !c.clean_start),
+        };
         Ok(Consumer {
-            decider: Decider::new(classifier, !c.clean_start),
+            decider,
             settings: Arc::new(Settings {
                 client_id,
                 subscriptions,

@@ -79,6 +79,7 @@ pub enum Disposition {
 impl Disposition {
     /// Whether an acknowledgement goes to the broker (for a QoS 1 or 2 message).
     #[must_use]
+    #[inline]
     pub fn acknowledges(self) -> bool {
         self.ack_reason(QoS::AtLeastOnce).is_some()
     }
@@ -88,6 +89,7 @@ impl Disposition {
     /// 3.1.1 sends no reason code at all), `None` when nothing is sent. QoS 0 messages
     /// are never acknowledged.
     #[must_use]
+    #[inline]
     pub fn ack_reason(self, qos: QoS) -> Option<u8> {
         if qos == QoS::AtMostOnce {
             return None;
@@ -103,6 +105,7 @@ impl Disposition {
     /// Whether a message of `qos` with this disposition is withheld for redelivery (it
     /// counts toward the failures that make the connection resume its session).
     #[must_use]
+    #[inline]
     pub fn withholds(self, qos: QoS) -> bool {
         self == Self::Redeliver && qos != QoS::AtMostOnce
     }
@@ -249,6 +252,7 @@ pub struct AckPolicy {
 impl AckPolicy {
     /// Decide what happens to a message whose service call returned `result`: a
     /// [`marker`] error if there is one, else these rules.
+    #[inline]
     pub fn decide<T>(&self, result: &Result<T, BoxError>) -> Disposition {
         match result {
             Ok(_) => self.on_ok(),
@@ -256,6 +260,7 @@ impl AckPolicy {
         }
     }
 
+    #[inline]
     fn on_ok(self) -> Disposition {
         match self.on_success {
             OnSuccess::Ack => Disposition::Ack,
@@ -263,6 +268,7 @@ impl AckPolicy {
     }
 
     /// The disposition of a failed call.
+    #[inline]
     fn on_failure(self) -> Disposition {
         match self.on_failure {
             OnFailure::Noop => Disposition::Leave,
@@ -277,17 +283,34 @@ impl AckPolicy {
 /// message's [`Origin`](crate::Origin).
 #[derive(Clone)]
 pub(crate) struct Decider {
-    classifier: Arc<dyn Classify>,
+    rule: Rule,
     /// Whether the session survives a reconnect (`clean_start(false)`). Without it a
     /// redelivery reconnect would throw the withheld messages away, so `Redeliver`
     /// becomes `Leave`.
     keeps_session: bool,
 }
 
+/// The classifier, with the default policy kept apart so that the common case, a
+/// success under `on_success(Ack)`, costs no dynamic call on the per-message path.
+#[derive(Clone)]
+enum Rule {
+    Policy(AckPolicy),
+    Custom(Arc<dyn Classify>),
+}
+
 impl Decider {
+    /// Decide with `on_success` / `on_failure`.
+    pub(crate) fn policy(policy: AckPolicy, keeps_session: bool) -> Self {
+        Self {
+            rule: Rule::Policy(policy),
+            keeps_session,
+        }
+    }
+
+    /// Decide with a classifier of the user's.
     pub(crate) fn new(classifier: Arc<dyn Classify>, keeps_session: bool) -> Self {
         Self {
-            classifier,
+            rule: Rule::Custom(classifier),
             keeps_session,
         }
     }
@@ -295,12 +318,16 @@ impl Decider {
     /// The disposition for a finished call.
     #[inline]
     pub(crate) fn decide(&self, result: Result<(), &BoxError>) -> Disposition {
-        let d = match result {
-            Err(e) => match marker(&**e) {
+        let d = match (&self.rule, result) {
+            (Rule::Policy(policy), Ok(())) => return policy.on_ok(),
+            (Rule::Custom(classifier), Ok(())) => classifier.classify(result),
+            (rule, Err(e)) => match marker(&**e) {
                 Some(d) => d,
-                None => self.classifier.classify(result),
+                None => match rule {
+                    Rule::Policy(policy) => policy.on_failure(),
+                    Rule::Custom(classifier) => classifier.classify(result),
+                },
             },
-            Ok(()) => self.classifier.classify(result),
         };
         if d == Disposition::Redeliver && !self.keeps_session {
             Disposition::Leave
@@ -312,7 +339,7 @@ impl Decider {
 
 impl Default for Decider {
     fn default() -> Self {
-        Self::new(Arc::new(AckPolicy::default()), true)
+        Self::policy(AckPolicy::default(), true)
     }
 }
 

@@ -107,6 +107,7 @@ impl Origin {
     /// The disposition the consumer takes for a message of this connection whose
     /// service call returned `result`: a marker error if there is one, else the
     /// consumer's classifier (see [`crate::disposition`]).
+    #[inline]
     pub fn disposition<T>(&self, result: &Result<T, BoxError>) -> Disposition {
         self.decider.decide(result.as_ref().map(|_| ()))
     }

@@ -10,7 +10,7 @@ use tower_service::Service;
 
 use crate::config::{self, Config, QoS};
 use crate::disposition::{AckPolicy, Classify, Decider, OnFailure, OnSuccess};
-use crate::driver::{Codec, Driver, ReconnectBackoff, Settings};
+use crate::driver::{Driver, ReconnectBackoff, Settings};
 use crate::error::{BoxError, ConfigError, RunError};
 use crate::event::{Event, Hook};
 use crate::message::{Message, Origin};
@@ -314,7 +314,6 @@ impl ConsumerBuilder {
                 redeliver_after: self.redeliver_after,
                 backoff,
                 max_reconnect_attempts,
-                codec: Codec::for_protocol(c.proto_ver),
                 hook: self.hook,
                 config: self.config,
             }),

@@ -88,7 +88,7 @@ impl Conn {
     pub(super) fn new(io: Buffered, epoch: u64, keepalive: Duration, settings: &Settings) -> Self {
         Self {
             io,
-            codec: settings.codec,
+            codec: settings.codec(),
             max_packet_size: settings.config.max_packet_size,
             max_inflight: settings.max_inflight,
             drain_timeout: settings.drain_timeout,

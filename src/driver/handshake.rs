@@ -25,14 +25,14 @@ pub(super) async fn open(
 
         let mut wbuf = BytesMut::with_capacity(256);
         settings
-            .codec
+            .codec()
             .encode_connect(&settings.connect_params(&origin), &mut wbuf);
         io.write_all_buf(&mut wbuf).await.map_err(down_reason)?;
         io.flush().await.map_err(down_reason)?;
 
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
         loop {
-            match settings.codec.decode(&mut rbuf, config.max_packet_size)? {
+            match settings.codec().decode(&mut rbuf, config.max_packet_size)? {
                 Decoded::Packet(Inbound::ConnAck(info)) => {
                     if let Some(reason) = info.refused {
                         return Err(reason);

@@ -46,7 +46,6 @@ mod keepalive;
 mod order;
 mod settings;
 
-pub(crate) use codec::Codec;
 pub(crate) use settings::{ReconnectBackoff, Settings};
 
 use std::future::{poll_fn, Future};

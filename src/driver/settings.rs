@@ -26,13 +26,18 @@ pub(crate) struct Settings {
     pub(crate) redeliver_after: Duration,
     pub(crate) backoff: ReconnectBackoff,
     pub(crate) max_reconnect_attempts: Option<u32>,
-    pub(crate) codec: Codec,
     pub(crate) hook: Option<Hook>,
 }
 
 impl Settings {
+    /// The packet codec for the configured protocol version.
+    #[inline]
+    pub(crate) fn codec(&self) -> Codec {
+        Codec::for_protocol(self.config.proto_ver)
+    }
+
     pub(crate) fn connect_params<'a>(&'a self, origin: &'a Origin) -> ConnectParams<'a> {
-        let v5 = self.codec == Codec::V5;
+        let v5 = self.codec() == Codec::V5;
         let c = &self.config;
         ConnectParams {
             client_id: &origin.client_id,

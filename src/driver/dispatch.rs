@@ -216,7 +216,13 @@ where
     }
 
     /// Start the service call for a PUBLISH (the service has reserved capacity).
-    #[inline]
+    ///
+    /// Kept out of the poll loop on purpose: in a function of its own, LLVM inlines the
+    /// service's `call` chain (span, limit, timeout, retry, ...) into it and builds the
+    /// returned future in place; inlined into `poll_conn`, it gave up on those and the
+    /// futures were copied through each call (callgrind, full stack: 3,222 → 3,201
+    /// instructions per message; identity 1,339 → 1,326).
+    #[inline(never)]
     fn dispatch(
         &mut self,
         conn: &mut Conn,

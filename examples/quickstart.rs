@@ -30,8 +30,7 @@ use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
 use tower_mqtt::{
-    BoxError, CancellationToken, Config, Consumer, Disposition, DownReason, Event, Message,
-    OnFailure, QoS,
+    BoxError, Config, Consumer, Disposition, DownReason, Event, Message, OnFailure, QoS,
 };
 
 /// Typical temperature of each simulated sensor, in °C.
@@ -90,7 +89,8 @@ async fn main() -> Result<(), BoxError> {
 
     // 3. The service stack.
     let stats = Arc::new(Mutex::new(Stats::default()));
-    let shutdown = CancellationToken::new();
+    // Cancelled by the handler once every reading was processed, or by Ctrl-C / SIGTERM.
+    let shutdown = tower_mqtt::signal::shutdown_on_signals();
     let handler = service_fn({
         let (stats, shutdown) = (stats.clone(), shutdown.clone());
         move |msg: Message| {

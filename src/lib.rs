@@ -59,6 +59,7 @@ mod driver;
 pub mod error;
 pub mod event;
 mod message;
+pub mod signal;
 pub mod testing;
 mod topic;
 mod transport;

@@ -198,3 +198,162 @@ fn the_password_never_appears_in_debug_output() {
         assert!(text.contains("redacted"), "{text}");
     }
 }
+
+#[test]
+fn getters_read_back_what_the_setters_set() {
+    let c = Config::new("broker.local");
+    assert_eq!(c.host(), "broker.local");
+    assert_eq!(c.get_port(), 1883);
+    assert_eq!(c.get_client_id(), None);
+    assert_eq!(c.get_username(), None);
+    assert_eq!(c.get_proto_ver(), ProtoVer::V4);
+    assert!(!c.get_clean_start());
+    assert_eq!(c.get_keepalive(), Duration::from_secs(30));
+    assert_eq!(c.get_session_expiry(), Duration::from_secs(24 * 60 * 60));
+    assert_eq!(c.get_connect_timeout(), Duration::from_secs(60));
+    assert!(!c.is_tls() && c.tls_options().is_none());
+    assert_eq!(c.websocket_path(), None);
+
+    let c = c
+        .port(1999)
+        .client_id("ingest")
+        .username("alice")
+        .password("hunter2")
+        .proto_ver(ProtoVer::V5)
+        .clean_start(true)
+        .keepalive(Duration::from_secs(10))
+        .session_expiry(Duration::from_secs(3600))
+        .connect_timeout(Duration::from_secs(5))
+        .max_packet_size(4096)
+        .tls(tower_mqtt::TlsOptions::new())
+        .websocket("/mqtt");
+    assert_eq!(c.get_port(), 1999);
+    assert_eq!(c.get_client_id(), Some("ingest"));
+    assert_eq!(c.get_username(), Some("alice"));
+    assert_eq!(c.get_proto_ver(), ProtoVer::V5);
+    assert!(c.get_clean_start());
+    assert_eq!(c.get_keepalive(), Duration::from_secs(10));
+    assert_eq!(c.get_session_expiry(), Duration::from_secs(3600));
+    assert_eq!(c.get_connect_timeout(), Duration::from_secs(5));
+    assert_eq!(c.get_max_packet_size(), 4096);
+    assert!(c.is_tls());
+    assert_eq!(c.tls_options(), Some(&tower_mqtt::TlsOptions::new()));
+    assert_eq!(c.websocket_path(), Some("/mqtt"));
+}
+
+#[test]
+fn getters_read_a_url() {
+    let c = Config::from_url("wss://bob:pw@[::1]:9443/ws").unwrap();
+    assert_eq!((c.host(), c.get_port()), ("::1", 9443));
+    assert_eq!(c.get_username(), Some("bob"));
+    assert!(c.is_tls());
+    assert_eq!(c.websocket_path(), Some("/ws"));
+}
+
+#[test]
+fn url_query_options_set_the_connection() {
+    let c = Config::from_url(
+        "mqtt://h:1884?client_id=ingest%2F1&clean_start=false&keepalive=30&proto=v5&session_expiry=3600&connect_timeout=10",
+    )
+    .unwrap();
+    assert_eq!((c.host(), c.get_port()), ("h", 1884));
+    assert_eq!(c.get_client_id(), Some("ingest/1"));
+    assert!(!c.get_clean_start());
+    assert_eq!(c.get_keepalive(), Duration::from_secs(30));
+    assert_eq!(c.get_proto_ver(), ProtoVer::V5);
+    assert_eq!(c.get_session_expiry(), Duration::from_secs(3600));
+    assert_eq!(c.get_connect_timeout(), Duration::from_secs(10));
+
+    for (proto, expected) in [
+        ("v4", ProtoVer::V4),
+        ("3.1.1", ProtoVer::V4),
+        ("V5", ProtoVer::V5),
+        ("5", ProtoVer::V5),
+    ] {
+        let c = Config::from_url(&format!("mqtt://h?proto={proto}")).unwrap();
+        assert_eq!(c.get_proto_ver(), expected, "{proto}");
+    }
+    for (value, expected) in [("true", true), ("1", true), ("false", false), ("0", false)] {
+        let c = Config::from_url(&format!("mqtts://h?clean_start={value}")).unwrap();
+        assert_eq!(c.get_clean_start(), expected, "{value}");
+    }
+    // A websocket path and a query; empty pairs are skipped.
+    let c = Config::from_url("ws://h/ws?&client_id=a@b&").unwrap();
+    assert_eq!(c.websocket_path(), Some("/ws"));
+    assert_eq!(c.get_client_id(), Some("a@b"));
+    // The URL's options build like the setters'.
+    Consumer::builder(Config::from_url("mqtt://h?client_id=ingest&proto=5").unwrap())
+        .topic("a", QoS::AtLeastOnce)
+        .build()
+        .unwrap();
+}
+
+#[test]
+fn bad_url_query_options_are_typed_errors_naming_the_option() {
+    let e = Config::from_url("mqtt://h?client_id=a&keep_alive=30").unwrap_err();
+    assert_eq!(e, ConfigError::UnknownOption("keep_alive".into()));
+    assert!(e.to_string().starts_with("keep_alive:"), "{e}");
+
+    let e = Config::from_url("mqtt://h?client_id=a&client_id=b").unwrap_err();
+    assert!(
+        matches!(&e, ConfigError::ConflictingOption { option, .. } if option == "client_id"),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("give each query option once"), "{e}");
+
+    for (url, option, hint) in [
+        ("mqtt://h?keepalive=30s", "keepalive", "keepalive=30"),
+        ("mqtt://h?keepalive=-1", "keepalive", "whole seconds"),
+        (
+            "mqtt://h?session_expiry=",
+            "session_expiry",
+            "session_expiry=3600",
+        ),
+        (
+            "mqtt://h?connect_timeout=1.5",
+            "connect_timeout",
+            "whole seconds",
+        ),
+        (
+            "mqtt://h?clean_start=yes",
+            "clean_start",
+            "true, false, 1 or 0",
+        ),
+        ("mqtt://h?clean_start", "clean_start", "true, false, 1 or 0"),
+        ("mqtt://h?proto=v3", "proto", "proto=v5"),
+        ("mqtt://h?client_id=", "client_id", "non-empty"),
+    ] {
+        match Config::from_url(url) {
+            Err(e @ ConfigError::InvalidOptionValue { .. }) => {
+                let text = e.to_string();
+                assert!(text.starts_with(&format!("{option}:")), "{url}: {text}");
+                assert!(text.contains(hint), "{url}: {text}");
+            }
+            other => panic!("{url}: {other:?}"),
+        }
+    }
+
+    // Ranges are checked by build(), as for the setters.
+    let c = Config::from_url("mqtt://h?client_id=a&keepalive=70000").unwrap();
+    assert_eq!(
+        err(Consumer::builder(c).topic("a", QoS::AtLeastOnce)),
+        ConfigError::InvalidKeepalive(Duration::from_secs(70_000))
+    );
+}
+
+#[test]
+fn url_query_errors_never_show_the_password() {
+    for url in [
+        "mqtt://u:hunter2@h?bogus=1",
+        "mqtt://u:hunter2@h?keepalive=hunter2",
+        "mqtt://u:hunter2@h?client_id=a%zz",
+        "mqtt://u:hunt?er2@h",
+        "mqtt://u:1234?hunter2@h",
+        "mqtt://u:hunter2@h?client_id=x@y&keepalive=%",
+    ] {
+        let e = Config::from_url(url).unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{url}: {e}");
+        assert!(!e.to_string().contains("hunt"), "{url}: {e}");
+        assert!(!format!("{e:?}").contains("hunt"), "{url}: {e:?}");
+    }
+}

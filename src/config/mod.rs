@@ -297,6 +297,117 @@ impl Config {
     }
 }
 
+/// Reading the settings back, e.g. to reuse the broker address for a publisher or
+/// to log where the consumer connects.
+///
+/// A setter and a getter cannot share a name, so the getter of an option set with
+/// `option(..)` is `get_option()` (as in clap's builders); options with no setter of
+/// that name read as `host()`, `is_tls()`, `tls_options()` and `websocket_path()`.
+/// The password has no getter.
+///
+/// ```
+/// use std::time::Duration;
+/// use tower_mqtt::{Config, ProtoVer};
+///
+/// let config = Config::from_url("mqtts://ingest@broker.example.com")?.proto_ver(ProtoVer::V5);
+/// assert_eq!(config.host(), "broker.example.com");
+/// assert_eq!(config.get_port(), 8883);
+/// assert_eq!(config.get_username(), Some("ingest"));
+/// assert_eq!(config.get_proto_ver(), ProtoVer::V5);
+/// assert_eq!(config.get_keepalive(), Duration::from_secs(30));
+/// assert!(config.is_tls() && config.websocket_path().is_none());
+/// # Ok::<(), tower_mqtt::ConfigError>(())
+/// ```
+impl Config {
+    /// Broker host name or IP address, as given to [`new`](Self::new) (an IPv6 address
+    /// from a URL without its brackets).
+    #[must_use]
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Broker port (set with [`port`](Self::port); 1883 unless set, or the URL
+    /// scheme's default).
+    #[must_use]
+    pub fn get_port(&self) -> u16 {
+        self.port
+    }
+
+    /// Client identifier as set with [`client_id`](Self::client_id), without the
+    /// `_N` each connection appends. `None` if not set.
+    #[must_use]
+    pub fn get_client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+
+    /// User name set with [`username`](Self::username). There is no getter for the
+    /// password.
+    #[must_use]
+    pub fn get_username(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+
+    /// MQTT protocol version (set with [`proto_ver`](Self::proto_ver)).
+    #[must_use]
+    pub fn get_proto_ver(&self) -> ProtoVer {
+        self.proto_ver
+    }
+
+    /// Whether the broker discards the session on connect (set with
+    /// [`clean_start`](Self::clean_start)).
+    #[must_use]
+    pub fn get_clean_start(&self) -> bool {
+        self.clean_start
+    }
+
+    /// Keepalive interval (set with [`keepalive`](Self::keepalive)).
+    #[must_use]
+    pub fn get_keepalive(&self) -> Duration {
+        self.keepalive
+    }
+
+    /// MQTT 5 Session Expiry Interval (set with [`session_expiry`](Self::session_expiry)).
+    #[must_use]
+    pub fn get_session_expiry(&self) -> Duration {
+        self.session_expiry
+    }
+
+    /// Limit for connecting and the CONNACK (set with
+    /// [`connect_timeout`](Self::connect_timeout)).
+    #[must_use]
+    pub fn get_connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// Largest incoming packet accepted, in bytes (set with
+    /// [`max_packet_size`](Self::max_packet_size)).
+    #[must_use]
+    pub fn get_max_packet_size(&self) -> usize {
+        self.max_packet_size
+    }
+
+    /// Whether the connection uses TLS (set with [`tls`](Self::tls), or an `mqtts://`
+    /// or `wss://` URL).
+    #[must_use]
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The TLS settings, if TLS is on.
+    #[must_use]
+    pub fn tls_options(&self) -> Option<&TlsOptions> {
+        self.tls.as_ref()
+    }
+
+    /// The websocket path if MQTT goes over a websocket (set with
+    /// [`websocket`](Self::websocket), or a `ws://` or `wss://` URL); `None` for plain
+    /// TCP or TLS.
+    #[must_use]
+    pub fn websocket_path(&self) -> Option<&str> {
+        self.websocket_path.as_deref()
+    }
+}
+
 /// A last-will message; see [`Config::will`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Will {

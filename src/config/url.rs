@@ -1,10 +1,12 @@
 //! [`Config::from_url`]: connection settings from an `mqtt://`, `mqtts://`, `ws://` or
 //! `wss://` URL.
 
+use std::time::Duration;
+
 use percent_encoding::percent_decode_str;
 
 use super::tls::TlsOptions;
-use super::Config;
+use super::{Config, ProtoVer};
 use crate::error::ConfigError;
 
 impl Config {
@@ -19,7 +21,24 @@ impl Config {
     ///
     /// `user:password@` sets the credentials (percent-decoded, so `p%40ss` is `p@ss`).
     /// A websocket URL's path is the websocket path (`/mqtt` when the URL has none);
-    /// an `mqtt(s)` URL must not have a path. Queries and fragments are rejected.
+    /// an `mqtt(s)` URL must not have a path. Fragments are rejected.
+    ///
+    /// The query sets further options (values percent-decoded; each option at most
+    /// once):
+    ///
+    /// | query option | sets | value |
+    /// |---|---|---|
+    /// | `client_id` | [`client_id`](Self::client_id) | the id (not empty) |
+    /// | `clean_start` | [`clean_start`](Self::clean_start) | `true`, `false`, `1`, `0` |
+    /// | `keepalive` | [`keepalive`](Self::keepalive) | whole seconds |
+    /// | `proto` | [`proto_ver`](Self::proto_ver) | `v4` or `3.1.1`; `v5` or `5` |
+    /// | `session_expiry` | [`session_expiry`](Self::session_expiry) | whole seconds |
+    /// | `connect_timeout` | [`connect_timeout`](Self::connect_timeout) | whole seconds |
+    ///
+    /// An unknown option is [`ConfigError::UnknownOption`], one given twice
+    /// [`ConfigError::ConflictingOption`], a value that does not parse
+    /// [`ConfigError::InvalidOptionValue`] (which does not show the value); ranges are
+    /// checked by [`build`](crate::ConsumerBuilder::build) as for the setters.
     /// Everything else keeps its default and can be changed with the other setters,
     /// e.g. `.tls(TlsOptions::new().ca_file(...))` to replace the system roots.
     ///
@@ -27,6 +46,8 @@ impl Config {
     /// use tower_mqtt::Config;
     /// let config = Config::from_url("mqtts://ingest:s3cr%40t@broker.example.com")?;
     /// let ws = Config::from_url("ws://127.0.0.1:9001/mqtt")?;
+    /// let v5 = Config::from_url("mqtt://127.0.0.1?client_id=ingest&proto=v5&keepalive=10")?;
+    /// assert_eq!(v5.get_client_id(), Some("ingest"));
     /// # Ok::<(), tower_mqtt::ConfigError>(())
     /// ```
     pub fn from_url(url: &str) -> Result<Self, ConfigError> {
@@ -69,9 +90,13 @@ fn parse_url(url: &str) -> Result<Config, ConfigError> {
         "wss" => (true, true, 443),
         _ => return Err(bad("unknown scheme; use mqtt, mqtts, ws or wss")),
     };
-    if rest.contains('?') || rest.contains('#') {
-        return Err(bad("query strings and fragments are not supported"));
+    if rest.contains('#') {
+        return Err(bad("fragments are not supported"));
     }
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, Some(query)),
+        None => (rest, None),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
@@ -140,7 +165,98 @@ fn parse_url(url: &str) -> Result<Config, ConfigError> {
     if tls {
         config.tls = Some(TlsOptions::new());
     }
+    if let Some(query) = query {
+        config = apply_query(config, query, bad)?;
+    }
     Ok(config)
+}
+
+/// The options a URL query may set, in the order of the docs.
+const QUERY_OPTIONS: [&str; 6] = [
+    "client_id",
+    "clean_start",
+    "keepalive",
+    "proto",
+    "session_expiry",
+    "connect_timeout",
+];
+
+/// `config` with the `name=value` pairs of `query` applied.
+fn apply_query(
+    mut config: Config,
+    query: &str,
+    bad: impl Fn(&'static str) -> ConfigError,
+) -> Result<Config, ConfigError> {
+    let mut seen = [false; QUERY_OPTIONS.len()];
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = percent_decode(name).ok_or_else(|| bad("bad percent-encoding in query"))?;
+        let value = percent_decode(value).ok_or_else(|| bad("bad percent-encoding in query"))?;
+        let Some(index) = QUERY_OPTIONS.iter().position(|known| *known == name) else {
+            let identifier = name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
+            if !identifier {
+                // Not echoed: it may be the tail of a password with an unescaped `?`.
+                return Err(bad(
+                    "unknown query option (a '?' in the password must be written %3F)",
+                ));
+            }
+            return Err(ConfigError::UnknownOption(name));
+        };
+        if std::mem::replace(&mut seen[index], true) {
+            return Err(ConfigError::ConflictingOption {
+                option: name,
+                other: "the same option earlier in the URL query",
+                resolution: "give each query option once",
+            });
+        }
+        let invalid = |expected: &'static str| ConfigError::InvalidOptionValue {
+            option: QUERY_OPTIONS[index].to_owned(),
+            expected,
+        };
+        let seconds = |expected| {
+            value
+                .parse::<u64>()
+                .map(Duration::from_secs)
+                .map_err(|_| invalid(expected))
+        };
+        config = match QUERY_OPTIONS[index] {
+            "client_id" if value.is_empty() => {
+                return Err(invalid("a non-empty client id, e.g. client_id=ingest"))
+            }
+            "client_id" => config.client_id(value),
+            "clean_start" => config.clean_start(
+                parse_bool(&value)
+                    .ok_or_else(|| invalid("true, false, 1 or 0, e.g. clean_start=false"))?,
+            ),
+            "keepalive" => config.keepalive(seconds("whole seconds, e.g. keepalive=30")?),
+            "proto" => config.proto_ver(parse_proto(&value).ok_or_else(|| {
+                invalid("v4 (or 3.1.1) for MQTT 3.1.1, v5 (or 5) for MQTT 5, e.g. proto=v5")
+            })?),
+            "session_expiry" => {
+                config.session_expiry(seconds("whole seconds, e.g. session_expiry=3600")?)
+            }
+            _ => config.connect_timeout(seconds("whole seconds, e.g. connect_timeout=10")?),
+        };
+    }
+    Ok(config)
+}
+
+fn parse_bool(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "1" => Some(true),
+        "false" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_proto(value: &str) -> Option<ProtoVer> {
+    match value.to_ascii_lowercase().as_str() {
+        "v4" | "4" | "3.1.1" => Some(ProtoVer::V4),
+        "v5" | "5" | "5.0" => Some(ProtoVer::V5),
+        _ => None,
+    }
 }
 
 /// `url` with any password replaced by `***`.
@@ -148,13 +264,21 @@ fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return "<not a URL>".to_owned();
     };
-    let end = rest.find('/').unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
-        Some(at) => {
-            let user = rest[..at].split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
-        }
-        None => url.to_owned(),
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(last_at) = rest.rfind('@') else {
+        return url.to_owned();
+    };
+    if last_at < end {
+        // The usual case: the last `@` ends the user info.
+        let user = rest[..last_at].split(':').next().unwrap_or("");
+        format!("{scheme}://{user}:***@{}", &rest[last_at + 1..])
+    } else if rest[..last_at].contains(':') {
+        // An `@` after a `/`, `?` or `#`: either in the query (`client_id=a@b`) or a
+        // password with an unescaped delimiter. Which one cannot be told, so hide all
+        // that could be a password.
+        format!("{scheme}://***@{}", &rest[last_at + 1..])
+    } else {
+        url.to_owned()
     }
 }
 
@@ -213,10 +337,20 @@ mod tests {
             "mqtt://u:hunter2@h/path",
             "mqtt://u:hunter2@:1883",
             "h:1883",
-            "mqtt://h?x=1",
+            "mqtt://u:hunter2@h#frag",
+            "mqtt://u:hunter2@h?client_id=a@b&x=%zz",
+            "mqtt://u:hunt/er2@h",
+            "mqtt://u:hunt?er2@h?keepalive=x@y",
+            "mqtt://us/er:hunter2@h",
         ] {
             let e = Config::from_url(url).unwrap_err();
-            assert!(matches!(e, ConfigError::InvalidUrl { .. }), "{url}: {e:?}");
+            assert!(
+                matches!(
+                    e,
+                    ConfigError::InvalidUrl { .. } | ConfigError::InvalidOptionValue { .. }
+                ),
+                "{url}: {e:?}"
+            );
             assert!(!e.to_string().contains("hunter2"), "{e}");
             assert!(!format!("{e:?}").contains("hunter2"), "{e:?}");
         }

@@ -15,6 +15,7 @@ use std::fmt;
 use std::time::Duration;
 
 mod emqtt;
+mod env;
 mod tls;
 mod url;
 mod validate;

@@ -124,6 +124,12 @@ pub enum ConfigError {
         /// What it accepts.
         expected: &'static str,
     },
+    /// [`Config::from_env`](crate::Config::from_env) found no broker URL variable.
+    #[error("{var}: not set; set it to the broker URL, e.g. mqtt://user@broker:1883?client_id=ingest (the format of Config::from_url)")]
+    MissingEnvVar {
+        /// The variable's name (with its prefix, e.g. `INGEST_MQTT_URL`).
+        var: String,
+    },
     /// Two options set the same thing to different values.
     #[error("{option}: conflicts with {other}; {resolution}")]
     ConflictingOption {

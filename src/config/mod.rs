@@ -8,8 +8,8 @@
 
 // This file holds the data (Config, QoS, ProtoVer, Will, Secret) and its setters; the
 // option tables above live in docs/options.md. tls.rs: TlsOptions and PEM data. url.rs:
-// Config::from_url. emqtt.rs: the off_broadway_emqtt names. validate.rs: the checks of
-// ConsumerBuilder::build.
+// Config::from_url. env.rs: Config::from_env. emqtt.rs: the off_broadway_emqtt names.
+// validate.rs: the checks of ConsumerBuilder::build.
 
 use std::fmt;
 use std::time::Duration;

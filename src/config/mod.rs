@@ -217,7 +217,7 @@ impl Config {
         self
     }
 
-    /// Client identifier. Each connection appends `_N`, its producer index.
+    /// Client identifier. Each connection appends `_N`, its index.
     ///
     /// Required with `clean_start(false)` (the default): a generated id could never
     /// resume its session, so messages left unacknowledged would be stranded.

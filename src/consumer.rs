@@ -14,6 +14,7 @@ use crate::driver::{Driver, ReconnectBackoff, Settings};
 use crate::error::{BoxError, ConfigError, RunError};
 use crate::event::{Event, Hook};
 use crate::message::{Message, Origin};
+use crate::publisher::{Publisher, PublisherBuilder};
 use crate::topic;
 
 /// Builds a [`Consumer`]; see [`Consumer::builder`].
@@ -368,6 +369,33 @@ impl Consumer {
             max_reconnect_attempts: None,
             hook: None,
         }
+    }
+
+    /// A [`Publisher`] for this consumer's broker, e.g. for dead letters: its own
+    /// connection `<client_id>_pub` with the same transport, TLS, credentials, session
+    /// settings and reconnect backoff. Must be called within a tokio runtime; see
+    /// [`publisher_builder`](Self::publisher_builder) to change its options.
+    ///
+    /// ```no_run
+    /// use tower_mqtt::{Config, Consumer, Publish, QoS};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let consumer = Consumer::builder(Config::new("127.0.0.1").client_id("ingest"))
+    ///     .topic("readings/#", QoS::AtLeastOnce)
+    ///     .build()?;
+    /// let publisher = consumer.publisher()?; // client id "ingest_pub"
+    /// publisher.publish(Publish::new("readings-dead/7", "not json")).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn publisher(&self) -> Result<Publisher, ConfigError> {
+        self.publisher_builder().build()
+    }
+
+    /// A [`PublisherBuilder`] preset as [`publisher`](Self::publisher) sets it.
+    pub fn publisher_builder(&self) -> PublisherBuilder {
+        Publisher::builder(self.settings.config.clone())
+            .client_id(format!("{}_pub", self.settings.client_id))
+            .backoff(self.settings.backoff.clone())
     }
 
     /// Client id of connection `index` (`<client_id>_<index>`).

@@ -155,6 +155,9 @@ pub enum ConfigError {
     /// The websocket path is unusable.
     #[error("websocket: invalid path {0:?}; it must start with '/' and contain no spaces")]
     InvalidWebsocketPath(String),
+    /// Something that starts a background task was called outside a tokio runtime.
+    #[error("{0}: no tokio runtime is running here; call it from async code running on tokio (e.g. inside #[tokio::main])")]
+    NoRuntime(&'static str),
     /// An MQTT 5 option was set while using MQTT 3.1.1.
     #[error("{0}: an MQTT 5 CONNECT property; MQTT 3.1.1 has none. Use ProtoVer::V5 or remove it")]
     RequiresMqtt5(&'static str),

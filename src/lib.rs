@@ -59,6 +59,7 @@ mod driver;
 pub mod error;
 pub mod event;
 mod message;
+pub mod publisher;
 pub mod signal;
 pub mod testing;
 mod topic;
@@ -73,4 +74,5 @@ pub use disposition::{
 pub use error::{BoxError, ConfigError, DownReason, RunError};
 pub use event::{Event, Status};
 pub use message::{Message, Origin, PublishProperties};
+pub use publisher::{Publish, PublishError, Publisher, PublisherBuilder};
 pub use tokio_util::sync::CancellationToken;

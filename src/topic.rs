@@ -26,6 +26,25 @@ pub(crate) fn filter_problem(filter: &str) -> Option<&'static str> {
     None
 }
 
+/// Why `topic` is not a valid MQTT topic name (what a PUBLISH is sent to), or `None`.
+pub(crate) fn name_problem(topic: &str) -> Option<&'static str> {
+    if topic.is_empty() {
+        return Some("a topic name must not be empty");
+    }
+    if topic.len() > 65_535 {
+        return Some("a topic name must be at most 65535 bytes");
+    }
+    if topic.contains('\0') {
+        return Some("a topic name must not contain NUL");
+    }
+    if topic.contains(['+', '#']) {
+        return Some(
+            "a topic name must not contain the wildcards '+' or '#' (those are for subscriptions)",
+        );
+    }
+    None
+}
+
 /// Whether `group` can be used as a shared subscription group name.
 pub(crate) fn group_is_valid(group: &str) -> bool {
     !group.is_empty() && !group.contains(['/', '+', '#', '\0'])

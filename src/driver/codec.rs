@@ -30,6 +30,11 @@ pub(crate) struct ConnAckInfo {
     pub(crate) session_present: bool,
     pub(crate) refused: Option<DownReason>,
     pub(crate) server_keepalive: Option<u16>,
+    /// MQTT 5 Receive Maximum: how many QoS 1 and 2 publishes the broker takes from us
+    /// at once (`None`: 65,535, the protocol's default).
+    pub(crate) receive_maximum: Option<u16>,
+    /// MQTT 5 Maximum Packet Size: the largest packet the broker accepts from us.
+    pub(crate) max_packet_size: Option<u32>,
 }
 
 /// A PUBLISH as received, before it becomes a [`Message`](crate::Message).
@@ -65,8 +70,26 @@ pub(crate) enum Inbound {
     Disconnect {
         code: u8,
     },
-    /// Acks for publishes we never sent, UNSUBACK, AUTH: nothing to do.
+    /// The broker's answer to a PUBLISH we sent: PUBACK, PUBREC or PUBCOMP, with its
+    /// reason code (0x00 Success when MQTT 3.1.1 or omitted).
+    PubResp {
+        kind: PubResp,
+        pkid: u16,
+        reason: u8,
+    },
+    /// UNSUBACK, AUTH: nothing to do.
     Ignored,
+}
+
+/// Which answer to an outgoing PUBLISH (see [`Inbound::PubResp`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PubResp {
+    /// PUBACK (QoS 1): the broker has the message.
+    Ack,
+    /// PUBREC (QoS 2, first half): the broker has the message; we answer PUBREL.
+    Rec,
+    /// PUBCOMP (QoS 2, second half): the exchange is complete.
+    Comp,
 }
 
 /// Parameters of a CONNECT.
@@ -89,6 +112,28 @@ pub(crate) struct ConnectParams<'a> {
     pub(crate) properties: Option<&'a crate::config::ConnectProperties>,
 }
 
+/// A PUBLISH the publisher sends.
+pub(crate) struct OutPublish<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) payload: &'a Bytes,
+    pub(crate) qos: QoS,
+    pub(crate) retain: bool,
+    /// 0 for QoS 0.
+    pub(crate) pkid: u16,
+    /// MQTT 5 only (subscription identifiers are not sent: they are the broker's).
+    pub(crate) properties: Option<&'a PublishProperties>,
+}
+
+/// Mark an encoded PUBLISH as sent before (DUP, MQTT-4.4.0-1: a PUBLISH resent on a
+/// resumed session).
+pub(crate) fn set_dup(packet: &mut [u8]) {
+    if let Some(first) = packet.first_mut() {
+        if *first >> 4 == 3 {
+            *first |= 0b1000;
+        }
+    }
+}
+
 /// The result of trying to decode one packet from the read buffer.
 pub(crate) enum Decoded {
     Packet(Inbound),
@@ -108,6 +153,9 @@ impl Codec {
     pub(crate) fn decode(self, buf: &mut BytesMut, max: usize) -> Result<Decoded, DownReason> {
         if let Some(result) = self.decode_publish(buf, max) {
             return result;
+        }
+        if let Some(packet) = decode_pub_resp(buf) {
+            return Ok(Decoded::Packet(packet));
         }
         self.decode_with_rumqttc(buf, max)
     }
@@ -311,6 +359,65 @@ impl Codec {
         buf.extend_from_slice(&[0x70, 2, hi, lo]);
     }
 
+    /// A PUBLISH of ours (the publisher's), DUP clear: set bit 3 of the first byte
+    /// ([`set_dup`]) to send it again after a session resume. MQTT 5 properties are left
+    /// out with MQTT 3.1.1, which has none. An error is what rumqttc's encoder
+    /// refused (the request's checks make this unlikely).
+    pub(crate) fn encode_publish(
+        self,
+        p: &OutPublish<'_>,
+        buf: &mut BytesMut,
+    ) -> Result<(), String> {
+        match self {
+            Self::V4 => {
+                let publish = v4::Publish {
+                    dup: false,
+                    qos: to_v4(p.qos),
+                    retain: p.retain,
+                    topic: p.topic.to_owned(),
+                    pkid: p.pkid,
+                    payload: p.payload.clone(),
+                };
+                v4::Packet::Publish(publish)
+                    .write(buf, usize::MAX)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+            Self::V5 => {
+                let properties = p.properties.map(|pp| v5::PublishProperties {
+                    payload_format_indicator: pp.payload_format_indicator,
+                    message_expiry_interval: pp.message_expiry_interval,
+                    topic_alias: None,
+                    response_topic: pp.response_topic.clone(),
+                    correlation_data: pp.correlation_data.clone(),
+                    user_properties: pp.user_properties.clone(),
+                    subscription_identifiers: Vec::new(),
+                    content_type: pp.content_type.clone(),
+                });
+                let publish = v5::Publish {
+                    dup: false,
+                    qos: to_v5(p.qos),
+                    retain: p.retain,
+                    topic: Bytes::copy_from_slice(p.topic.as_bytes()),
+                    pkid: p.pkid,
+                    payload: p.payload.clone(),
+                    properties,
+                };
+                v5::Packet::Publish(publish)
+                    .write(buf, None)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// PUBREL for a PUBREC (Success; same form in both versions).
+    #[allow(clippy::unused_self)] // a codec method like the others, though both forms agree
+    pub(crate) fn encode_pubrel(self, pkid: u16, buf: &mut BytesMut) {
+        let [hi, lo] = pkid.to_be_bytes();
+        buf.extend_from_slice(&[0x62, 2, hi, lo]);
+    }
+
     pub(crate) fn encode_subscribe(self, pkid: u16, filters: &[(String, QoS)], buf: &mut BytesMut) {
         match self {
             Self::V4 => {
@@ -354,6 +461,40 @@ impl Codec {
             ),
         }
     }
+}
+
+/// A complete PUBACK, PUBREC or PUBCOMP at the start of `buf`, taken off it; `None` for
+/// anything else (rumqttc then decodes it, or reports it malformed). Same form in both
+/// versions: packet id, then in MQTT 5 an optional reason code and properties, which
+/// are skipped (a reason string is not kept).
+fn decode_pub_resp(buf: &mut BytesMut) -> Option<Inbound> {
+    let kind = match buf.first()? {
+        0x40 => PubResp::Ack,
+        0x50 => PubResp::Rec,
+        0x70 => PubResp::Comp,
+        _ => return None,
+    };
+    // Remaining length, 1 to 4 bytes of 7 bits (MQTT 2.2.3); MQTT 5 properties can make
+    // these packets long.
+    let (mut remaining, mut header) = (0usize, 1usize);
+    loop {
+        let &byte = buf.get(header)?;
+        remaining |= usize::from(byte & 0x7f) << (7 * (header - 1));
+        header += 1;
+        if byte & 0x80 == 0 {
+            break;
+        }
+        if header > 4 {
+            return None;
+        }
+    }
+    if remaining < 2 || buf.len() < header + remaining {
+        return None;
+    }
+    let pkid = u16::from_be_bytes([buf[header], buf[header + 1]]);
+    let reason = if remaining > 2 { buf[header + 2] } else { 0 };
+    bytes::Buf::advance(buf, header + remaining);
+    Some(Inbound::PubResp { kind, pkid, reason })
 }
 
 /// Turn an encoded MQTT 3.1.1 CONNECT into a bridge CONNECT: protocol level 0x84
@@ -415,6 +556,8 @@ fn from_v4(packet: v4::Packet) -> Result<Inbound, DownReason> {
             session_present: c.session_present,
             refused: v4_refusal(c.code),
             server_keepalive: None,
+            receive_maximum: None,
+            max_packet_size: None,
         }),
         v4::Packet::Disconnect => Inbound::Disconnect { code: 0 },
         v4::Packet::PubAck(_)
@@ -460,6 +603,8 @@ fn from_v5(packet: v5::Packet) -> Result<Inbound, DownReason> {
         v5::Packet::ConnAck(c) => Inbound::ConnAck(ConnAckInfo {
             session_present: c.session_present,
             server_keepalive: c.properties.as_ref().and_then(|p| p.server_keep_alive),
+            receive_maximum: c.properties.as_ref().and_then(|p| p.receive_max),
+            max_packet_size: c.properties.as_ref().and_then(|p| p.max_packet_size),
             refused: v5_refusal(c.code),
         }),
         v5::Packet::Disconnect(d) => Inbound::Disconnect {
@@ -805,5 +950,127 @@ mod tests {
             }
         }
         assert!(ours(Codec::V5, QoS::AtMostOnce, 0, false).is_empty());
+    }
+
+    #[test]
+    fn answers_to_our_publishes_decode_with_their_reason_code() {
+        let v5_packets = [
+            (
+                v5::Packet::PubAck(v5::PubAck::new(7, None)),
+                PubResp::Ack,
+                7,
+                0x00,
+            ),
+            (
+                v5::Packet::PubAck(v5::PubAck {
+                    pkid: 9,
+                    reason: v5::PubAckReason::NotAuthorized,
+                    properties: Some(v5::PubAckProperties {
+                        reason_string: Some("acl".repeat(100)),
+                        user_properties: Vec::new(),
+                    }),
+                }),
+                PubResp::Ack,
+                9,
+                0x87,
+            ),
+            (
+                v5::Packet::PubRec(v5::PubRec::new(65_535, None)),
+                PubResp::Rec,
+                65_535,
+                0x00,
+            ),
+            (
+                v5::Packet::PubComp(v5::PubComp::new(1, None)),
+                PubResp::Comp,
+                1,
+                0x00,
+            ),
+        ];
+        for (packet, kind, pkid, reason) in v5_packets {
+            let mut buf = BytesMut::from(&rumqttc_v5(&packet)[..]);
+            // Byte by byte: nothing until the packet is whole, then exactly it.
+            let whole = buf.split();
+            for i in 0..whole.len() {
+                buf.extend_from_slice(&whole[i..=i]);
+                let decoded = Codec::V5.decode(&mut buf, 1 << 20).unwrap();
+                match decoded {
+                    Decoded::NeedMore(_) => assert!(i + 1 < whole.len(), "{packet:?}"),
+                    Decoded::Packet(Inbound::PubResp {
+                        kind: k,
+                        pkid: p,
+                        reason: r,
+                    }) => {
+                        assert_eq!((i + 1, k, p, r), (whole.len(), kind, pkid, reason));
+                    }
+                    Decoded::Packet(other) => panic!("{packet:?} decoded as {other:?}"),
+                }
+            }
+            assert!(buf.is_empty());
+        }
+        let mut buf = BytesMut::from(&rumqttc_v4(&v4::Packet::PubAck(v4::PubAck::new(3)))[..]);
+        assert!(matches!(
+            Codec::V4.decode(&mut buf, 1 << 20),
+            Ok(Decoded::Packet(Inbound::PubResp {
+                kind: PubResp::Ack,
+                pkid: 3,
+                reason: 0
+            }))
+        ));
+    }
+
+    #[test]
+    fn our_publishes_round_trip_set_dup_in_place_and_pubrel_matches_rumqttc() {
+        let payload = Bytes::from_static(b"{\"x\":1}");
+        let mut properties = PublishProperties::default();
+        properties.user_properties.push(("k".into(), "v".into()));
+        properties.content_type = Some("application/json".into());
+        for codec in [Codec::V4, Codec::V5] {
+            for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+                let pkid = if qos == QoS::AtMostOnce { 0 } else { 42 };
+                let mut ours = BytesMut::new();
+                codec
+                    .encode_publish(
+                        &OutPublish {
+                            topic: "dead/letters",
+                            payload: &payload,
+                            qos,
+                            retain: true,
+                            pkid,
+                            properties: Some(&properties),
+                        },
+                        &mut ours,
+                    )
+                    .unwrap();
+                let mut decoded = BytesMut::from(&ours[..]);
+                let Ok(Decoded::Packet(Inbound::Publish(p))) = codec.decode(&mut decoded, 1 << 20)
+                else {
+                    panic!("{codec:?} {qos:?}: not a PUBLISH");
+                };
+                assert_eq!(
+                    (&p.topic[..], &p.payload[..], p.qos, p.retain, p.dup, p.pkid),
+                    ("dead/letters", &payload[..], qos, true, false, pkid)
+                );
+                let sent = p.properties.as_deref();
+                match codec {
+                    Codec::V5 => assert_eq!(sent, Some(&properties)),
+                    Codec::V4 => assert_eq!(sent, None),
+                }
+                set_dup(&mut ours);
+                let Ok(Decoded::Packet(Inbound::Publish(p))) =
+                    codec.decode(&mut BytesMut::from(&ours[..]), 1 << 20)
+                else {
+                    panic!("{codec:?} {qos:?}: not a PUBLISH after set_dup");
+                };
+                assert!(p.dup);
+            }
+            let mut ours = BytesMut::new();
+            codec.encode_pubrel(513, &mut ours);
+            let theirs = match codec {
+                Codec::V4 => rumqttc_v4(&v4::Packet::PubRel(v4::PubRel::new(513))),
+                Codec::V5 => rumqttc_v5(&v5::Packet::PubRel(v5::PubRel::new(513, None))),
+            };
+            assert_eq!(ours.to_vec(), theirs, "{codec:?}");
+        }
     }
 }

@@ -305,7 +305,9 @@ impl Conn {
                     "second CONNACK on one connection".into(),
                 ))
             }
-            Inbound::Ignored => {}
+            // Answers to publishes: the consumer sends none (the publisher has its own
+            // connection).
+            Inbound::PubResp { .. } | Inbound::Ignored => {}
             Inbound::Publish(_) => unreachable!("PUBLISH is dispatched, not handled here"),
         }
         Ok(())

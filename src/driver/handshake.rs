@@ -5,9 +5,10 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::codec::{ConnAckInfo, Decoded, Inbound};
+use super::codec::{Codec, ConnAckInfo, ConnectParams, Decoded, Inbound};
 use super::io::{Buffered, READ_CHUNK};
 use super::settings::Settings;
+use crate::config::Config;
 use crate::error::DownReason;
 use crate::message::Origin;
 use crate::transport::down_reason;
@@ -19,20 +20,27 @@ pub(super) async fn open(
     settings: Arc<Settings>,
     origin: Arc<Origin>,
 ) -> Result<(Buffered, ConnAckInfo), DownReason> {
-    let config = &settings.config;
+    let params = settings.connect_params(&origin);
+    connect(&settings.config, settings.codec(), &params).await
+}
+
+/// [`open`] for any connection of `config` (the publisher's too): CONNECT with `params`.
+pub(crate) async fn connect(
+    config: &Config,
+    codec: Codec,
+    params: &ConnectParams<'_>,
+) -> Result<(Buffered, ConnAckInfo), DownReason> {
     let attempt = async {
         let mut io = crate::transport::connect(config).await?;
 
         let mut wbuf = BytesMut::with_capacity(256);
-        settings
-            .codec()
-            .encode_connect(&settings.connect_params(&origin), &mut wbuf);
+        codec.encode_connect(params, &mut wbuf);
         io.write_all_buf(&mut wbuf).await.map_err(down_reason)?;
         io.flush().await.map_err(down_reason)?;
 
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
         loop {
-            match settings.codec().decode(&mut rbuf, config.max_packet_size)? {
+            match codec.decode(&mut rbuf, config.max_packet_size)? {
                 Decoded::Packet(Inbound::ConnAck(info)) => {
                     if let Some(reason) = info.refused {
                         return Err(reason);

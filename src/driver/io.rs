@@ -13,10 +13,10 @@ use crate::error::DownReason;
 use crate::transport::{down_reason, Io};
 
 /// Bytes requested from the socket per read when the buffer runs low.
-pub(super) const READ_CHUNK: usize = 64 * 1024;
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
 /// A connection's transport with its read and write buffers.
-pub(super) struct Buffered {
+pub(crate) struct Buffered {
     io: Box<dyn Io>,
     read_buf: BytesMut,
     write_buf: BytesMut,
@@ -29,7 +29,7 @@ pub(super) struct Buffered {
 impl Buffered {
     /// Wrap a connected transport; `read_buf` may already hold bytes read past the
     /// CONNACK.
-    pub(super) fn new(io: Box<dyn Io>, read_buf: BytesMut) -> Self {
+    pub(crate) fn new(io: Box<dyn Io>, read_buf: BytesMut) -> Self {
         Self {
             io,
             read_buf,
@@ -41,25 +41,25 @@ impl Buffered {
 
     /// Received bytes not decoded yet.
     #[inline]
-    pub(super) fn read_buf(&mut self) -> &mut BytesMut {
+    pub(crate) fn read_buf(&mut self) -> &mut BytesMut {
         &mut self.read_buf
     }
 
     /// Encoded packets not written yet.
     #[inline]
-    pub(super) fn write_buf(&mut self) -> &mut BytesMut {
+    pub(crate) fn write_buf(&mut self) -> &mut BytesMut {
         &mut self.write_buf
     }
 
     /// Bytes read from the socket since the connection opened.
     #[inline]
-    pub(super) fn rx_total(&self) -> u64 {
+    pub(crate) fn rx_total(&self) -> u64 {
         self.rx_total
     }
 
     /// Whether everything encoded so far has been written and flushed.
     #[inline]
-    pub(super) fn is_flushed(&self) -> bool {
+    pub(crate) fn is_flushed(&self) -> bool {
         self.write_buf.is_empty() && !self.needs_flush
     }
 
@@ -68,7 +68,7 @@ impl Buffered {
     /// closing phases wait for that, and a flush that was pending may complete in a pass
     /// that has nothing else to do).
     #[inline]
-    pub(super) fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<bool, DownReason> {
+    pub(crate) fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<bool, DownReason> {
         let mut progress = false;
         while !self.write_buf.is_empty() {
             match Pin::new(&mut self.io).poll_write(cx, &self.write_buf) {
@@ -99,7 +99,7 @@ impl Buffered {
     /// rest of an incomplete packet). Returns whether bytes arrived; the end of the
     /// stream is an error: the broker closed the connection.
     #[inline]
-    pub(super) fn poll_read(
+    pub(crate) fn poll_read(
         &mut self,
         cx: &mut Context<'_>,
         needed: usize,
@@ -123,7 +123,7 @@ impl Buffered {
     /// until the broker closes its side, so that it has read every ack before the
     /// socket goes away (closing with unread data would send a RST, which can discard
     /// them). True once the broker has closed (or the connection failed).
-    pub(super) fn poll_linger(&mut self, cx: &mut Context<'_>) -> bool {
+    pub(crate) fn poll_linger(&mut self, cx: &mut Context<'_>) -> bool {
         // From here on errors no longer matter: every ack is written.
         match Pin::new(&mut self.io).poll_shutdown(cx) {
             Poll::Ready(Ok(())) => self.discard_until_eof(cx),

@@ -13,7 +13,7 @@ use super::codec::Codec;
 use crate::error::DownReason;
 
 /// The keepalive state machine; `None` inside when keepalive is off (0 s).
-pub(super) struct Keepalive(Option<Pinger>);
+pub(crate) struct Keepalive(Option<Pinger>);
 
 struct Pinger {
     every: Duration,
@@ -38,7 +38,7 @@ enum State {
 
 impl Keepalive {
     /// Ping every `every` (the negotiated keepalive); zero turns keepalive off.
-    pub(super) fn new(every: Duration) -> Self {
+    pub(crate) fn new(every: Duration) -> Self {
         if every.is_zero() {
             return Self(None);
         }
@@ -53,7 +53,7 @@ impl Keepalive {
     /// broker did not answer (while it holds no slot free, the connection does not read,
     /// and silence proves nothing).
     #[inline]
-    pub(super) fn reading(&mut self) {
+    pub(crate) fn reading(&mut self) {
         if let Some(Pinger {
             state: State::AwaitPong { read_tried, .. },
             ..
@@ -64,7 +64,7 @@ impl Keepalive {
     }
 
     /// A PINGRESP arrived.
-    pub(super) fn pong(&mut self) {
+    pub(crate) fn pong(&mut self) {
         if let Some(pinger) = &mut self.0 {
             if let State::AwaitPong { sent_at, .. } = pinger.state {
                 pinger.idle_until(sent_at + pinger.every);
@@ -75,7 +75,7 @@ impl Keepalive {
     /// Put PINGREQs into `wbuf` when due, and notice a broker that stopped answering.
     /// `rx_total`: bytes read from the socket so far.
     #[inline]
-    pub(super) fn poll(
+    pub(crate) fn poll(
         &mut self,
         cx: &mut Context<'_>,
         rx_total: u64,

@@ -37,12 +37,12 @@
 //! * [`codec`]: the wire, through rumqttc's `mqttbytes` (hyper's `role`); and
 //!   [`settings`].
 
-mod codec;
+pub(crate) mod codec;
 mod conn;
 mod dispatch;
-mod handshake;
-mod io;
-mod keepalive;
+pub(crate) mod handshake;
+pub(crate) mod io;
+pub(crate) mod keepalive;
 mod order;
 mod settings;
 

@@ -64,6 +64,9 @@ pub(crate) struct BrokerOptions {
     /// mosquitto's `acl_file` cannot do that: it grants every subscription and only
     /// filters delivery. Everything else stays allowed.
     pub(crate) dynsec_deny_subscribe: Option<String>,
+    /// The same plugin and role, refusing PUBLISH from clients to this topic pattern
+    /// (MQTT 5: PUBACK / PUBREC 0x87 NotAuthorized).
+    pub(crate) dynsec_deny_publish: Option<String>,
 }
 
 impl Default for BrokerOptions {
@@ -81,6 +84,7 @@ impl Default for BrokerOptions {
             wss: false,
             expired_server_cert: false,
             dynsec_deny_subscribe: None,
+            dynsec_deny_publish: None,
         }
     }
 }
@@ -148,9 +152,12 @@ impl Broker {
         if !options.users.is_empty() {
             write_password_file(&dir.path().join("passwords"), &options.users);
         }
-        if let Some(pattern) = &options.dynsec_deny_subscribe {
-            fs::write(dir.path().join("dynsec.json"), dynsec_config(pattern))
-                .expect("write dynsec.json");
+        if options.dynsec_deny_subscribe.is_some() || options.dynsec_deny_publish.is_some() {
+            let config = dynsec_config(
+                options.dynsec_deny_subscribe.as_deref(),
+                options.dynsec_deny_publish.as_deref(),
+            );
+            fs::write(dir.path().join("dynsec.json"), config).expect("write dynsec.json");
         }
         if let Some(acl) = &options.acl {
             fs::write(dir.path().join("acl"), acl).expect("write acl file");
@@ -360,6 +367,19 @@ impl Broker {
         }
     }
 
+    /// Stops mosquitto with SIGTERM, which makes it save its database before exiting
+    /// (with `persistence`), and waits for it to exit; down until
+    /// [`start_again`](Self::start_again).
+    pub(crate) fn stop_gracefully(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let _ = child.wait();
+        }
+    }
+
     /// Starts a stopped broker again (same port, config, data dir) and waits
     /// until it accepts connections.
     ///
@@ -416,7 +436,7 @@ impl Broker {
         if o.acl.is_some() {
             let _ = writeln!(conf, "acl_file {dir}/acl");
         }
-        if o.dynsec_deny_subscribe.is_some() {
+        if o.dynsec_deny_subscribe.is_some() || o.dynsec_deny_publish.is_some() {
             let _ = writeln!(conf, "plugin {}", dynsec_plugin().display());
             let _ = writeln!(conf, "plugin_opt_config_file {dir}/dynsec.json");
         }
@@ -696,18 +716,29 @@ impl Pki {
 
 /// A dynamic-security configuration: anonymous clients may do everything except
 /// subscribe to (or receive from) `pattern`.
-fn dynsec_config(pattern: &str) -> String {
+fn dynsec_config(deny_subscribe: Option<&str>, deny_publish: Option<&str>) -> String {
+    let deny = |acltype: &str, pattern: &str| {
+        format!(
+            r#"{{"acltype": "{acltype}", "topic": "{pattern}", "priority": 0, "allow": false}}"#
+        )
+    };
+    let mut acls = Vec::new();
+    if let Some(pattern) = deny_subscribe {
+        acls.push(deny("subscribePattern", pattern));
+        acls.push(deny("publishClientReceive", pattern));
+    }
+    if let Some(pattern) = deny_publish {
+        acls.push(deny("publishClientSend", pattern));
+    }
     format!(
         r#"{{
   "defaultACLAccess": {{"publishClientSend": true, "publishClientReceive": true, "subscribe": true, "unsubscribe": true}},
   "clients": [],
   "groups": [{{"groupname": "anonymous", "roles": [{{"rolename": "restricted"}}]}}],
-  "roles": [{{"rolename": "restricted", "acls": [
-    {{"acltype": "subscribePattern", "topic": "{pattern}", "priority": 0, "allow": false}},
-    {{"acltype": "publishClientReceive", "topic": "{pattern}", "priority": 0, "allow": false}}
-  ]}}],
+  "roles": [{{"rolename": "restricted", "acls": [{}]}}],
   "anonymousGroup": "anonymous"
-}}"#
+}}"#,
+        acls.join(", ")
     )
 }
 

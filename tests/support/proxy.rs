@@ -89,6 +89,10 @@ impl Proxy {
                             Ok(0) | Err(_) => return,
                             Ok(n) => n,
                         };
+                        // Frozen while this read was waiting: hold these bytes too.
+                        if frozen.wait_for(|f| !*f).await.is_err() {
+                            return;
+                        }
                         down_rec.lock().unwrap().extend_from_slice(&buf[..n]);
                         if cw.write_all(&buf[..n]).await.is_err() {
                             return;
@@ -220,19 +224,16 @@ pub(crate) fn pingreqs_v4(rec: &Recording) -> usize {
     pings
 }
 
-/// `(packet id, reason code)` of every PUBACK and PUBREC the client sent, in wire order,
-/// read from the raw bytes (MQTT 5: a 2-byte remaining length means reason 0x00
-/// Success; MQTT 3.1.1 never carries one, so every ack reads as 0x00).
-pub(crate) fn ack_reasons(rec: &Recording) -> Vec<(u16, u8)> {
-    let up = rec.upstream.lock().unwrap().clone();
+/// `(first byte, body)` of every whole packet in `bytes`, in order (a packet cut off by
+/// the end of the recording is left out).
+fn frames(bytes: &[u8]) -> Vec<(u8, &[u8])> {
     let mut out = Vec::new();
     let mut at = 0;
-    while at < up.len() {
-        let kind = up[at] >> 4;
+    while at < bytes.len() {
         // Remaining length: a variable byte integer of 1 to 4 bytes.
         let (mut len, mut shift, mut i) = (0usize, 0, at + 1);
         loop {
-            let Some(&b) = up.get(i) else { return out };
+            let Some(&b) = bytes.get(i) else { return out };
             len |= usize::from(b & 0x7f) << shift;
             shift += 7;
             i += 1;
@@ -240,14 +241,40 @@ pub(crate) fn ack_reasons(rec: &Recording) -> Vec<(u16, u8)> {
                 break;
             }
         }
-        let Some(body) = up.get(i..i + len) else {
-            return out; // cut off by the end of the recording
+        let Some(body) = bytes.get(i..i + len) else {
+            return out;
         };
-        if (kind == 4 || kind == 5) && len >= 2 {
-            let pkid = u16::from_be_bytes([body[0], body[1]]);
-            out.push((pkid, body.get(2).copied().unwrap_or(0)));
-        }
+        out.push((bytes[at], body));
         at = i + len;
     }
     out
+}
+
+/// `(packet id, reason code)` of every PUBACK and PUBREC the client sent, in wire order,
+/// read from the raw bytes (MQTT 5: a 2-byte remaining length means reason 0x00
+/// Success; MQTT 3.1.1 never carries one, so every ack reads as 0x00).
+pub(crate) fn ack_reasons(rec: &Recording) -> Vec<(u16, u8)> {
+    let up = rec.upstream.lock().unwrap().clone();
+    frames(&up)
+        .into_iter()
+        .filter(|(first, body)| matches!(first >> 4, 4 | 5) && body.len() >= 2)
+        .map(|(_, body)| {
+            let pkid = u16::from_be_bytes([body[0], body[1]]);
+            (pkid, body.get(2).copied().unwrap_or(0))
+        })
+        .collect()
+}
+
+/// `(packet id, DUP)` of every QoS 1/2 PUBLISH the client sent, in wire order.
+pub(crate) fn publishes_sent(rec: &Recording) -> Vec<(u16, bool)> {
+    let up = rec.upstream.lock().unwrap().clone();
+    frames(&up)
+        .into_iter()
+        .filter(|(first, _)| first >> 4 == 3 && (first >> 1) & 0b11 != 0)
+        .map(|(first, body)| {
+            let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+            let pkid = u16::from_be_bytes([body[2 + topic_len], body[3 + topic_len]]);
+            (pkid, first & 0b1000 != 0)
+        })
+        .collect()
 }

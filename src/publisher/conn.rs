@@ -1,0 +1,471 @@
+//! The publisher's connection task: one connection (`<client_id>_pub`) that sends the
+//! handles' publishes and resolves each one when the broker confirms it.
+//!
+//! Built from the consumer's driver parts (handshake, buffered socket, keepalive,
+//! codec) with its own state: the publishes the broker has not confirmed yet, by packet
+//! id, which outlive a connection. After a session resume they are sent again (PUBLISH
+//! with DUP, or PUBREL for those the broker already has), in the order they were first
+//! sent.
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tower::retry::backoff::{Backoff, MakeBackoff};
+
+use super::error::PublishError;
+use super::request::Publish;
+use crate::config::{Config, QoS};
+use crate::driver::codec::{
+    set_dup, Codec, ConnAckInfo, ConnectParams, Decoded, Inbound, OutPublish, PubResp,
+};
+use crate::driver::handshake;
+use crate::driver::io::Buffered;
+use crate::driver::keepalive::Keepalive;
+use crate::driver::ReconnectBackoff;
+use crate::error::DownReason;
+
+const TARGET: &str = "tower_mqtt::publisher";
+
+/// Where a handle learns how its publish ended.
+pub(super) type Reply = oneshot::Sender<Result<(), PublishError>>;
+
+/// A publish accepted by a handle, on its way to the task.
+pub(super) struct Request {
+    pub(super) publish: Publish,
+    pub(super) reply: Reply,
+    /// One of the publisher's `max_inflight` permits, held until the broker confirms:
+    /// this bounds the task's memory whatever the callers do.
+    pub(super) permit: OwnedSemaphorePermit,
+}
+
+/// What the task needs to know, settled by the builder.
+pub(super) struct Options {
+    pub(super) config: Config,
+    pub(super) client_id: String,
+    pub(super) backoff: ReconnectBackoff,
+    /// Our own bound on unconfirmed publishes (the broker's Receive Maximum may be lower).
+    pub(super) max_inflight: usize,
+}
+
+/// A QoS 1 or 2 publish the broker has not confirmed yet.
+struct Unconfirmed {
+    /// Order of first sending: resends keep it.
+    seq: u64,
+    topic: String,
+    /// The encoded PUBLISH, DUP clear.
+    packet: Bytes,
+    stage: Stage,
+    reply: Reply,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Where a QoS 1 or 2 exchange stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// PUBLISH sent; waiting for PUBACK (QoS 1) or PUBREC (QoS 2).
+    Published,
+    /// PUBREC received, PUBREL sent; waiting for PUBCOMP.
+    Released,
+}
+
+/// A QoS 0 publish in the write buffer: done once the buffer is flushed.
+struct Written {
+    topic: String,
+    reply: Reply,
+    _permit: OwnedSemaphorePermit,
+}
+
+/// One live connection.
+struct Live {
+    io: Buffered,
+    keepalive: Keepalive,
+    /// How many unconfirmed publishes may be out: ours and the broker's limit.
+    window: usize,
+    /// The broker's Maximum Packet Size (MQTT 5), if it announced one.
+    max_packet: Option<usize>,
+    written: Vec<Written>,
+    /// DISCONNECT is in the write buffer: every handle is gone and nothing is pending.
+    closing: bool,
+}
+
+/// The connection task.
+pub(super) struct Task {
+    opts: Options,
+    codec: Codec,
+    rx: mpsc::UnboundedReceiver<Request>,
+    unconfirmed: HashMap<u16, Unconfirmed>,
+    last_pkid: u16,
+    next_seq: u64,
+}
+
+impl Task {
+    pub(super) fn new(opts: Options, rx: mpsc::UnboundedReceiver<Request>) -> Self {
+        Self {
+            codec: Codec::for_protocol(opts.config.proto_ver),
+            opts,
+            rx,
+            unconfirmed: HashMap::new(),
+            last_pkid: 0,
+            next_seq: 0,
+        }
+    }
+
+    /// Connect, publish, reconnect, until every handle is gone and nothing waits for
+    /// the broker any more.
+    pub(super) async fn run(mut self) {
+        let mut maker = self.opts.backoff.maker();
+        let mut backoff = maker.make_backoff();
+        loop {
+            if self.done() {
+                return;
+            }
+            let opened = {
+                let params = self.connect_params();
+                handshake::connect(&self.opts.config, self.codec, &params).await
+            };
+            let reason = match opened {
+                Ok((io, connack)) => {
+                    backoff = maker.make_backoff();
+                    match self.connected(io, connack).await {
+                        Ok(()) => return,
+                        Err(reason) => reason,
+                    }
+                }
+                Err(reason) => reason,
+            };
+            tracing::warn!(target: TARGET, client_id = %self.opts.client_id, reason = %reason,
+                unconfirmed = self.unconfirmed.len(), "publisher connection down");
+            if self.opts.config.clean_start {
+                // No session will carry these over: tell their callers now.
+                self.fail_unconfirmed();
+            }
+            if self.abandoned() {
+                return;
+            }
+            backoff.next_backoff().await;
+        }
+    }
+
+    fn connect_params(&self) -> ConnectParams<'_> {
+        let c = &self.opts.config;
+        let v5 = self.codec == Codec::V5;
+        ConnectParams {
+            client_id: &self.opts.client_id,
+            keepalive_secs: c.keepalive.as_secs() as u16,
+            clean_start: c.clean_start,
+            username: c.username.as_deref(),
+            password: c.password.as_ref().map(|p| p.0.as_str()),
+            session_expiry: (v5 && !c.clean_start).then_some(c.session_expiry.as_secs() as u32),
+            // We receive no publishes: nothing to limit.
+            receive_maximum: None,
+            max_packet_size: None,
+            // The will belongs to the consumer's connections.
+            will: None,
+            bridge_mode: false,
+            properties: v5.then_some(&c.properties),
+        }
+    }
+
+    /// Every handle is gone, no request is queued and nothing is unconfirmed.
+    fn done(&self) -> bool {
+        self.rx.is_closed() && self.rx.is_empty() && self.unconfirmed.is_empty()
+    }
+
+    /// Every handle is gone and no caller waits for what is left: stop retrying.
+    fn abandoned(&self) -> bool {
+        self.rx.is_closed()
+            && self.rx.is_empty()
+            && self.unconfirmed.values().all(|u| u.reply.is_closed())
+    }
+
+    /// Fail every unconfirmed publish with [`PublishError::ConnectionLost`].
+    fn fail_unconfirmed(&mut self) {
+        for (_, u) in self.unconfirmed.drain() {
+            let _ = u
+                .reply
+                .send(Err(PublishError::ConnectionLost { topic: u.topic }));
+        }
+    }
+
+    /// Publish on a fresh connection until it fails, or until every handle is gone and
+    /// everything is confirmed (then `Ok` after a DISCONNECT).
+    async fn connected(&mut self, io: Buffered, connack: ConnAckInfo) -> Result<(), DownReason> {
+        let keepalive = match connack.server_keepalive {
+            Some(secs) => Duration::from_secs(secs.into()),
+            None => self.opts.config.keepalive,
+        };
+        let broker_window = connack.receive_maximum.map_or(65_535, usize::from);
+        let mut live = Live {
+            io,
+            keepalive: Keepalive::new(keepalive),
+            window: self.opts.max_inflight.min(broker_window),
+            max_packet: connack.max_packet_size.map(|n| n as usize),
+            written: Vec::new(),
+            closing: false,
+        };
+        tracing::info!(target: TARGET, client_id = %self.opts.client_id,
+            session_present = connack.session_present, window = live.window,
+            unconfirmed = self.unconfirmed.len(), "publisher connected");
+        self.resume(&mut live, connack.session_present);
+        let result = poll_fn(|cx| self.poll_live(&mut live, cx)).await;
+        // QoS 0 publishes not flushed: nothing will send them again.
+        for w in live.written.drain(..) {
+            let _ = w
+                .reply
+                .send(Err(PublishError::ConnectionLost { topic: w.topic }));
+        }
+        result
+    }
+
+    /// Deal with what the last connection left unconfirmed.
+    fn resume(&mut self, live: &mut Live, session_present: bool) {
+        if self.unconfirmed.is_empty() {
+            return;
+        }
+        if !session_present {
+            if self.opts.config.clean_start {
+                self.fail_unconfirmed();
+                return;
+            }
+            // The broker lost our session (it expired, or the broker lost its state).
+            // What it acknowledged with PUBREC it has: done. The rest goes out again
+            // as new publishes.
+            let released: Vec<u16> = self
+                .unconfirmed
+                .iter()
+                .filter(|(_, u)| u.stage == Stage::Released)
+                .map(|(pkid, _)| *pkid)
+                .collect();
+            for pkid in released {
+                if let Some(u) = self.unconfirmed.remove(&pkid) {
+                    let _ = u.reply.send(Ok(()));
+                }
+            }
+        }
+        let mut order: Vec<(u64, u16)> = self
+            .unconfirmed
+            .iter()
+            .map(|(pkid, u)| (u.seq, *pkid))
+            .collect();
+        order.sort_unstable();
+        let wbuf = live.io.write_buf();
+        for (_, pkid) in order {
+            let u = &self.unconfirmed[&pkid];
+            match u.stage {
+                Stage::Published => {
+                    let start = wbuf.len();
+                    wbuf.extend_from_slice(&u.packet);
+                    if session_present {
+                        // MQTT-4.4.0-1: resent on a resumed session, with DUP.
+                        set_dup(&mut wbuf[start..]);
+                    }
+                }
+                Stage::Released => self.codec.encode_pubrel(pkid, wbuf),
+            }
+        }
+    }
+
+    /// One live connection, pass after pass (the consumer's driver loop, smaller).
+    fn poll_live(&mut self, live: &mut Live, cx: &mut Context<'_>) -> Poll<Result<(), DownReason>> {
+        loop {
+            let mut progress = false;
+
+            // 1. What the broker sent.
+            let needed = loop {
+                let max = self.opts.config.max_packet_size;
+                match self.codec.decode(live.io.read_buf(), max)? {
+                    Decoded::Packet(packet) => {
+                        self.on_packet(packet, live)?;
+                        progress = true;
+                    }
+                    Decoded::NeedMore(n) => break n,
+                }
+            };
+
+            // 2. New publishes, while the window has room.
+            if !live.closing {
+                while self.unconfirmed.len() < live.window {
+                    match self.rx.poll_recv(cx) {
+                        Poll::Ready(Some(request)) => {
+                            self.send(request, live);
+                            progress = true;
+                        }
+                        Poll::Ready(None) | Poll::Pending => break,
+                    }
+                }
+                if live.written.is_empty() && self.done() {
+                    self.codec.encode_disconnect(live.io.write_buf());
+                    live.closing = true;
+                }
+            }
+
+            // 3. Keepalive.
+            live.keepalive
+                .poll(cx, live.io.rx_total(), self.codec, live.io.write_buf())?;
+
+            // 4. Write; a flushed buffer confirms the QoS 0 publishes in it.
+            progress |= live.io.poll_write(cx)?;
+            if live.io.is_flushed() {
+                for w in live.written.drain(..) {
+                    let _ = w.reply.send(Ok(()));
+                }
+                if live.closing {
+                    return if live.io.poll_linger(cx) {
+                        Poll::Ready(Ok(()))
+                    } else {
+                        Poll::Pending
+                    };
+                }
+            }
+
+            // 5. Read.
+            live.keepalive.reading();
+            progress |= live.io.poll_read(cx, needed)?;
+
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Encode a publish into the write buffer and remember it until it is confirmed.
+    fn send(&mut self, request: Request, live: &mut Live) {
+        let Request {
+            publish,
+            reply,
+            permit,
+        } = request;
+        let pkid = match publish.qos {
+            QoS::AtMostOnce => 0,
+            QoS::AtLeastOnce | QoS::ExactlyOnce => self.next_pkid(),
+        };
+        let mut packet = BytesMut::new();
+        let encoded = self.codec.encode_publish(
+            &OutPublish {
+                topic: &publish.topic,
+                payload: &publish.payload,
+                qos: publish.qos,
+                retain: publish.retain,
+                pkid,
+                properties: publish.properties.as_ref(),
+            },
+            &mut packet,
+        );
+        let refused = match encoded {
+            Err(reason) => Some(reason),
+            Ok(()) => live
+                .max_packet
+                .filter(|max| packet.len() > *max)
+                .map(|max| {
+                    format!(
+                    "the packet is {} bytes, more than the broker's Maximum Packet Size of {max}",
+                    packet.len()
+                )
+                }),
+        };
+        if let Some(reason) = refused {
+            let _ = reply.send(Err(PublishError::Encode {
+                topic: publish.topic,
+                reason,
+            }));
+            return;
+        }
+        live.io.write_buf().extend_from_slice(&packet);
+        if publish.qos == QoS::AtMostOnce {
+            live.written.push(Written {
+                topic: publish.topic,
+                reply,
+                _permit: permit,
+            });
+            return;
+        }
+        self.next_seq += 1;
+        self.unconfirmed.insert(
+            pkid,
+            Unconfirmed {
+                seq: self.next_seq,
+                topic: publish.topic,
+                packet: packet.freeze(),
+                stage: Stage::Published,
+                reply,
+                _permit: permit,
+            },
+        );
+    }
+
+    /// The next packet id not in use (the window is at most 65,535, so one is free).
+    fn next_pkid(&mut self) -> u16 {
+        loop {
+            self.last_pkid = self.last_pkid.checked_add(1).unwrap_or(1);
+            if !self.unconfirmed.contains_key(&self.last_pkid) {
+                return self.last_pkid;
+            }
+        }
+    }
+
+    fn on_packet(&mut self, packet: Inbound, live: &mut Live) -> Result<(), DownReason> {
+        match packet {
+            Inbound::PubResp { kind, pkid, reason } => self.on_response(kind, pkid, reason, live),
+            Inbound::PingResp => live.keepalive.pong(),
+            Inbound::Disconnect { code } => return Err(DownReason::ServerDisconnect { code }),
+            // We subscribe to nothing, but a session of this client id might hold
+            // subscriptions from elsewhere: acknowledge, so the broker's window does not
+            // fill, and drop.
+            Inbound::Publish(p) => {
+                tracing::warn!(target: TARGET, topic = %p.topic,
+                    "the publisher's connection received a message; it subscribes to nothing, so it is dropped");
+                self.codec.encode_ack(p.qos, p.pkid, 0, live.io.write_buf());
+            }
+            Inbound::PubRel(pkid) => self.codec.encode_pubcomp(pkid, live.io.write_buf()),
+            Inbound::ConnAck(_) => {
+                return Err(DownReason::Protocol("a second CONNACK".into()));
+            }
+            Inbound::SubAck { .. } | Inbound::Ignored => {}
+        }
+        Ok(())
+    }
+
+    fn on_response(&mut self, kind: PubResp, pkid: u16, reason: u8, live: &mut Live) {
+        let Some(u) = self.unconfirmed.get_mut(&pkid) else {
+            tracing::debug!(target: TARGET, pkid, ?kind, "answer for a packet id not in use; ignored");
+            return;
+        };
+        let outcome = match kind {
+            PubResp::Rec if reason < 0x80 => {
+                u.stage = Stage::Released;
+                self.codec.encode_pubrel(pkid, live.io.write_buf());
+                return;
+            }
+            PubResp::Ack | PubResp::Rec if reason >= 0x80 => Err(reason),
+            // PUBCOMP: the broker had the message since its PUBREC, whatever the reason
+            // code (0x92 only says it has forgotten the packet id).
+            PubResp::Ack | PubResp::Rec | PubResp::Comp => Ok(()),
+        };
+        if let Some(u) = self.unconfirmed.remove(&pkid) {
+            let result = outcome.map_err(|code| PublishError::Refused {
+                code,
+                name: reason_name(code),
+                topic: u.topic,
+            });
+            let _ = u.reply.send(result);
+        }
+    }
+}
+
+/// The MQTT 5 name of a PUBACK / PUBREC error reason code (MQTT 5 §3.4.2.1).
+fn reason_name(code: u8) -> &'static str {
+    match code {
+        0x80 => "UnspecifiedError",
+        0x83 => "ImplementationSpecificError",
+        0x87 => "NotAuthorized",
+        0x90 => "TopicNameInvalid",
+        0x91 => "PacketIdentifierInUse",
+        0x97 => "QuotaExceeded",
+        0x99 => "PayloadFormatInvalid",
+        _ => "(unknown reason code)",
+    }
+}

@@ -408,3 +408,59 @@ async fn a_broker_restart_mid_stream_loses_no_confirmed_publish() {
     })
     .await;
 }
+
+/// The broker's MQTT 5 Receive Maximum (mosquitto: `max_inflight_messages`) bounds the
+/// publishes out at once, below the publisher's own `max_inflight`.
+#[tokio::test]
+async fn the_brokers_receive_maximum_bounds_publishes_in_flight() {
+    with_timeout(Duration::from_secs(60), async {
+        let broker = Broker::start(BrokerOptions {
+            max_inflight_messages: Some(5),
+            ..BrokerOptions::default()
+        });
+        let proxy = Proxy::start(broker.port()).await;
+        let publisher = Publisher::builder(
+            config(&broker, &unique("p"))
+                .port(proxy.port())
+                .proto_ver(ProtoVer::V5)
+                .keepalive(Duration::from_secs(1)),
+        )
+        .max_inflight(100)
+        .build()
+        .unwrap();
+        let topic = unique("rm");
+        publisher
+            .publish(Publish::new(topic.clone(), "first"))
+            .await
+            .unwrap();
+        proxy.freeze_downstream(true);
+        let waiting: Vec<_> = (0..20)
+            .map(|i| {
+                let p = publisher.clone();
+                let t = topic.clone();
+                tokio::spawn(async move { p.publish(Publish::new(t, format!("{i}"))).await })
+            })
+            .collect();
+        let rec = proxy.recordings()[0].clone();
+        // Five out, then a PINGREQ: the publisher's loop has been round since the fifth
+        // (it takes new publishes before it pings) and sent no sixth.
+        let sent_then_pinged = || {
+            let up = rec.upstream.lock().unwrap().clone();
+            let fifth = publishes_sent(&rec).len() >= 6;
+            fifth && up.ends_with(&[0xc0, 0x00])
+        };
+        while !sent_then_pinged() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            publishes_sent(&rec).len(),
+            1 + 5,
+            "the window is the broker's 5"
+        );
+        proxy.freeze_downstream(false);
+        for w in waiting {
+            w.await.unwrap().unwrap();
+        }
+    })
+    .await;
+}

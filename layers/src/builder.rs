@@ -6,6 +6,8 @@ use tower_layer::Stack;
 
 #[cfg(feature = "catch-panic")]
 use crate::catch_panic::CatchPanicLayer;
+#[cfg(feature = "dead-letter")]
+use crate::dead_letter::DeadLetterLayer;
 #[cfg(feature = "json")]
 use crate::decode::Json;
 #[cfg(feature = "decode")]
@@ -71,6 +73,18 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     #[cfg(feature = "catch-panic")]
     #[must_use]
     fn catch_panic(self) -> ServiceBuilder<Stack<CatchPanicLayer, L>>;
+
+    /// Publish failures the consumer would drop to the topic `topic(message)` names,
+    /// through `publisher`, before they are acknowledged: [`DeadLetterLayer`].
+    #[cfg(feature = "dead-letter")]
+    #[must_use]
+    fn dead_letter<T>(
+        self,
+        publisher: tower_mqtt::Publisher,
+        topic: T,
+    ) -> ServiceBuilder<Stack<DeadLetterLayer, L>>
+    where
+        T: Fn(&tower_mqtt::Message) -> String + Send + Sync + 'static;
 }
 
 impl<L> sealed::Sealed for ServiceBuilder<L> {}
@@ -100,6 +114,18 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     #[cfg(feature = "catch-panic")]
     fn catch_panic(self) -> ServiceBuilder<Stack<CatchPanicLayer, L>> {
         self.layer(CatchPanicLayer::new())
+    }
+
+    #[cfg(feature = "dead-letter")]
+    fn dead_letter<T>(
+        self,
+        publisher: tower_mqtt::Publisher,
+        topic: T,
+    ) -> ServiceBuilder<Stack<DeadLetterLayer, L>>
+    where
+        T: Fn(&tower_mqtt::Message) -> String + Send + Sync + 'static,
+    {
+        self.layer(DeadLetterLayer::new(publisher, topic))
     }
 }
 

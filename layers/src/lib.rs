@@ -9,6 +9,7 @@
 //! | [`retry`] | `retry` | retry transient failures (timeouts, [`Transient`](retry::Transient) errors) with exponential backoff and jitter, within one service call; the attempt number in the message's extensions |
 //! | [`decode`] | `decode`, `json` | decode payloads into a `T` (JSON with serde_json, or any [`Decoder`](decode::Decoder)); a payload that does not decode is rejected (MQTT 5 reason 0x99), never retried or redelivered |
 //! | [`catch_panic`] | `catch-panic` | a panic in the service fails that one message instead of the connection |
+//! | [`dead_letter`] | `dead-letter` | publish a message the consumer would drop to a dead-letter topic, and let it be acknowledged only once the broker has the dead letter |
 //!
 //! [`ServiceBuilderExt`] adds the failure-handling layers to `tower::ServiceBuilder`
 //! (`.catch_panic()`, `.retry_messages(policy)`, `.decode_json::<T>()`,
@@ -23,10 +24,18 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(any(feature = "retry", feature = "decode", feature = "catch-panic"))]
+mod attempts;
+#[cfg(any(
+    feature = "retry",
+    feature = "decode",
+    feature = "catch-panic",
+    feature = "dead-letter"
+))]
 mod builder;
 #[cfg(feature = "catch-panic")]
 pub mod catch_panic;
+#[cfg(feature = "dead-letter")]
+pub mod dead_letter;
 #[cfg(feature = "decode")]
 pub mod decode;
 #[cfg(feature = "otel")]
@@ -34,5 +43,10 @@ pub mod otel;
 #[cfg(feature = "retry")]
 pub mod retry;
 
-#[cfg(any(feature = "retry", feature = "decode", feature = "catch-panic"))]
+#[cfg(any(
+    feature = "retry",
+    feature = "decode",
+    feature = "catch-panic",
+    feature = "dead-letter"
+))]
 pub use self::builder::ServiceBuilderExt;

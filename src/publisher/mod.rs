@@ -53,7 +53,7 @@ use tokio::time::Sleep;
 use tokio_util::sync::PollSemaphore;
 use tower_service::Service;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, ProtoVer};
 use crate::driver::ReconnectBackoff;
 use crate::error::ConfigError;
 use conn::{Options, Request, Task};
@@ -147,6 +147,7 @@ impl PublisherBuilder {
             ConfigError::NoRuntime("Publisher::build (call it from within a tokio runtime)")
         })?;
         let client_id = self.client_id.unwrap_or_else(|| format!("{base_id}_pub"));
+        let proto_ver = self.config.proto_ver;
         let (tx, rx) = mpsc::unbounded_channel();
         let task = Task::new(
             Options {
@@ -166,6 +167,7 @@ impl PublisherBuilder {
                 permits,
                 timeout: self.timeout,
                 client_id,
+                proto_ver,
             }),
             permit: None,
         })
@@ -179,6 +181,7 @@ struct Shared {
     permits: Arc<Semaphore>,
     timeout: Option<Duration>,
     client_id: String,
+    proto_ver: ProtoVer,
 }
 
 /// Publishes messages on its own connection; each call resolves once the broker has the
@@ -218,6 +221,12 @@ impl Publisher {
     #[must_use]
     pub fn client_id(&self) -> &str {
         &self.shared.client_id
+    }
+
+    /// The protocol version it speaks (MQTT 3.1.1 publishes carry no properties).
+    #[must_use]
+    pub fn proto_ver(&self) -> ProtoVer {
+        self.shared.proto_ver
     }
 }
 

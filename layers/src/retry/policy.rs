@@ -175,6 +175,7 @@ where
         message
             .extensions_mut()
             .insert(super::Attempt(self.finished + 1));
+        crate::attempts::AttemptsSeen::record(message, self.finished + 1);
         Some(self.backoff.next_backoff())
     }
 

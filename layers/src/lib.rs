@@ -12,11 +12,17 @@
 //! | [`dead_letter`] | `dead-letter` | publish a message the consumer would drop to a dead-letter topic, and let it be acknowledged only once the broker has the dead letter |
 //!
 //! [`ServiceBuilderExt`] adds the failure-handling layers to `tower::ServiceBuilder`
-//! (`.catch_panic()`, `.retry_messages(policy)`, `.decode_json::<T>()`,
+//! (`.dead_letter(publisher, topic)`, `.catch_panic()`, `.retry_messages(policy)`,
+//! `.decode_json::<T>()`,
 //! `.decode(decoder)`).
 //!
 #![cfg_attr(
-    any(feature = "retry", feature = "decode", feature = "catch-panic"),
+    any(
+        feature = "retry",
+        feature = "decode",
+        feature = "catch-panic",
+        feature = "dead-letter"
+    ),
     doc = include_str!("../docs/failure.md")
 )]
 //!

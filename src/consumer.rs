@@ -428,6 +428,8 @@ impl Consumer {
                 port: self.settings.config.port,
                 filters: self.settings.filters.clone(),
                 decider: self.decider.clone(),
+                max_inflight: self.settings.max_inflight,
+                connections: self.settings.concurrency,
             });
             let driver = Driver::new(self.settings.clone(), origin, service.clone(), stop.clone());
             tasks.spawn(driver.run());

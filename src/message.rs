@@ -58,6 +58,10 @@ pub struct Origin {
     pub(crate) filters: Arc<[String]>,
     /// The consumer's markers-then-classifier rule.
     pub(crate) decider: Decider,
+    /// Messages this connection holds at most (`max_inflight`).
+    pub(crate) max_inflight: usize,
+    /// Connections of the consumer (`concurrency`).
+    pub(crate) connections: usize,
 }
 
 impl PartialEq for Origin {
@@ -98,6 +102,20 @@ impl Origin {
     #[must_use]
     pub fn port(&self) -> u16 {
         self.port
+    }
+    /// The most messages this connection holds at once
+    /// ([`max_inflight`](crate::ConsumerBuilder::max_inflight)): a layer that waits for
+    /// more messages than this (a batcher) would wait for messages the broker will not
+    /// send until some of these are acknowledged.
+    #[must_use]
+    pub fn max_inflight(&self) -> usize {
+        self.max_inflight
+    }
+    /// How many connections the consumer runs
+    /// ([`concurrency`](crate::ConsumerBuilder::concurrency)).
+    #[must_use]
+    pub fn connections(&self) -> usize {
+        self.connections
     }
     /// The topic filters this consumer subscribes to (without `$share/<group>/`).
     #[must_use]

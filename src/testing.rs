@@ -51,6 +51,8 @@ pub fn test_message(topic: &str, payload: impl Into<Bytes>) -> Message {
             port: 1883,
             filters: Arc::from(vec![topic.to_owned()]),
             decider: Decider::default(),
+            max_inflight: 100,
+            connections: 1,
         }),
         extensions: http::Extensions::new(),
     }

@@ -59,6 +59,7 @@ mod driver;
 pub mod error;
 pub mod event;
 mod message;
+pub mod migration;
 pub mod publisher;
 pub mod signal;
 pub mod testing;

@@ -59,6 +59,8 @@ mod driver;
 pub mod error;
 pub mod event;
 mod message;
+#[cfg(feature = "serde")]
+mod options;
 pub mod signal;
 pub mod testing;
 mod topic;
@@ -73,4 +75,6 @@ pub use disposition::{
 pub use error::{BoxError, ConfigError, DownReason, RunError};
 pub use event::{Event, Status};
 pub use message::{Message, Origin, PublishProperties};
+#[cfg(feature = "serde")]
+pub use options::{BackoffBounds, ConsumerOptions, Subscription};
 pub use tokio_util::sync::CancellationToken;

@@ -204,7 +204,7 @@ const LAYERS: &[&[&str]] = &[
     &["error", "signal"],
     &["config", "topic"],
     &["disposition", "transport"],
-    &["message"],
+    &["message", "options"],
     &["event", "testing"],
     &["driver"],
     &["consumer"],

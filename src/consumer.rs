@@ -15,6 +15,8 @@ use crate::error::{BoxError, ConfigError, RunError};
 use crate::event::{Event, Hook};
 use crate::message::{Message, Origin};
 use crate::publisher::{Publisher, PublisherBuilder};
+#[cfg(feature = "serde")]
+use crate::options::ConsumerOptions;
 use crate::topic;
 
 /// Builds a [`Consumer`]; see [`Consumer::builder`].
@@ -207,6 +209,31 @@ impl ConsumerBuilder {
     /// forever (a broker that is down at start-up is waited for).
     pub fn max_reconnect_attempts(mut self, attempts: Option<u32>) -> Self {
         self.max_reconnect_attempts = attempts;
+        self
+    }
+
+    /// Apply the options loaded from a config file: each field that is set calls the
+    /// builder method of its name (topics are added after those already there), and
+    /// `build()` checks the values as usual. Feature `serde`; see [`ConsumerOptions`].
+    #[cfg(feature = "serde")]
+    pub fn options(mut self, options: ConsumerOptions) -> Self {
+        use config::set;
+        for t in options.topics {
+            self = self.topic(t.filter, t.qos);
+        }
+        self = set(self, options.shared_group, |b, group| b.shared_group(group));
+        self = set(self, options.concurrency, Self::concurrency);
+        self = set(self, options.max_inflight, Self::max_inflight);
+        self = set(self, options.on_success, Self::on_success);
+        self = set(self, options.on_failure, Self::on_failure);
+        self = set(self, options.drain_timeout, Self::drain_timeout);
+        self = set(self, options.redeliver_after, Self::redeliver_after);
+        self = set(self, options.reconnect_backoff, |b, bounds| {
+            b.reconnect_backoff(bounds.min, bounds.max)
+        });
+        self = set(self, options.max_reconnect_attempts, |b, n| {
+            b.max_reconnect_attempts(Some(n))
+        });
         self
     }
 

@@ -61,6 +61,8 @@ pub mod event;
 mod message;
 pub mod migration;
 pub mod publisher;
+#[cfg(feature = "serde")]
+mod options;
 pub mod signal;
 pub mod testing;
 mod topic;
@@ -76,4 +78,6 @@ pub use error::{BoxError, ConfigError, DownReason, RunError};
 pub use event::{Event, Status};
 pub use message::{Message, Origin, PublishProperties};
 pub use publisher::{Publish, PublishError, Publisher, PublisherBuilder};
+#[cfg(feature = "serde")]
+pub use options::{BackoffBounds, ConsumerOptions, Subscription};
 pub use tokio_util::sync::CancellationToken;

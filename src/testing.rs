@@ -1,5 +1,7 @@
 //! Test helpers: build messages without a broker and see what the consumer would do
-//! with them (like Broadway's `test_message`).
+//! with them (like Broadway's `test_message`), and, with the `testing` feature, a
+//! private mosquitto for your integration tests ([`TestBroker`], with a
+//! [`RecordingPublisher`] and a session check; its docs have a whole test as example).
 //!
 //! ```
 //! use std::convert::Infallible;
@@ -21,6 +23,9 @@
 //! # }
 //! ```
 
+#[cfg(feature = "testing")]
+mod broker;
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -31,6 +36,11 @@ use crate::config::QoS;
 use crate::disposition::{Classify, Decider, Disposition};
 use crate::error::BoxError;
 use crate::message::{Message, Origin};
+
+#[cfg(feature = "testing")]
+pub use broker::{
+    DrainedSession, ReceivedMessage, RecordingPublisher, SentMessage, TestBroker, TestBrokerError,
+};
 
 /// A QoS 1 message on `topic` with `payload`, as connection 0 of client `test` would
 /// receive it (packet id 1). Adjust it with [`TestMessage`] methods.

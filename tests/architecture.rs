@@ -204,7 +204,7 @@ const LAYERS: &[&[&str]] = &[
     &["error", "signal", "migration"],
     &["config", "topic"],
     &["disposition", "transport"],
-    &["message"],
+    &["message", "options"],
     &["event", "testing"],
     &["driver"],
     &["publisher"],

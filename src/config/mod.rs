@@ -9,11 +9,13 @@
 // This file holds the data (Config, QoS, ProtoVer, Will, Secret) and its setters; the
 // option tables above live in docs/options.md. tls.rs: TlsOptions and PEM data. url.rs:
 // Config::from_url. env.rs: Config::from_env. emqtt.rs: the off_broadway_emqtt names.
-// validate.rs: the checks of ConsumerBuilder::build.
+// validate.rs: the checks of ConsumerBuilder::build. de.rs: Deserialize (feature serde).
 
 use std::fmt;
 use std::time::Duration;
 
+#[cfg(feature = "serde")]
+mod de;
 mod emqtt;
 mod env;
 mod tls;
@@ -23,6 +25,8 @@ mod validate;
 pub use emqtt::OptionValue;
 pub use tls::TlsOptions;
 
+#[cfg(feature = "serde")]
+pub(crate) use de::{duration, optional_duration, set};
 pub(crate) use emqtt::Migrated;
 #[cfg(feature = "tls")] // only the TLS transport reads PEM data
 pub(crate) use tls::Pem;

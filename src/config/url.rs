@@ -251,7 +251,7 @@ fn parse_bool(value: &str) -> Option<bool> {
     }
 }
 
-fn parse_proto(value: &str) -> Option<ProtoVer> {
+pub(super) fn parse_proto(value: &str) -> Option<ProtoVer> {
     match value.to_ascii_lowercase().as_str() {
         "v4" | "4" | "3.1.1" => Some(ProtoVer::V4),
         "v5" | "5" | "5.0" => Some(ProtoVer::V5),

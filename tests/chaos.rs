@@ -412,3 +412,13 @@ async fn chaos_at_least_once_under_faults_qos1() {
     )
     .await;
 }
+
+/// QoS 2 end to end (publisher and subscription), the same faults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_at_least_once_under_faults_qos2() {
+    with_timeout(
+        Duration::from_secs(600),
+        run_chaos(QoS::ExactlyOnce, BrokerOptions::default()),
+    )
+    .await;
+}

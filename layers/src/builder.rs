@@ -10,6 +10,8 @@ use crate::catch_panic::CatchPanicLayer;
 use crate::decode::Json;
 #[cfg(feature = "decode")]
 use crate::decode::{DecodeLayer, Decoder};
+#[cfg(feature = "poison")]
+use crate::poison::{InvalidMaxDeliveries, MaxDeliveriesLayer};
 #[cfg(feature = "retry")]
 use crate::retry::{RetryLayer, RetryPolicy};
 
@@ -71,6 +73,19 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     #[cfg(feature = "catch-panic")]
     #[must_use]
     fn catch_panic(self) -> ServiceBuilder<Stack<CatchPanicLayer, L>>;
+
+    /// Let the inner service see each message at most `limit` times
+    /// ([`Message::delivery_count`](tower_mqtt::Message::delivery_count)); later
+    /// deliveries fail permanently without calling it: [`MaxDeliveriesLayer`].
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidMaxDeliveries::Zero`] when `limit` is 0.
+    #[cfg(feature = "poison")]
+    fn max_deliveries(
+        self,
+        limit: u32,
+    ) -> Result<ServiceBuilder<Stack<MaxDeliveriesLayer, L>>, InvalidMaxDeliveries>;
 }
 
 impl<L> sealed::Sealed for ServiceBuilder<L> {}
@@ -100,6 +115,14 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     #[cfg(feature = "catch-panic")]
     fn catch_panic(self) -> ServiceBuilder<Stack<CatchPanicLayer, L>> {
         self.layer(CatchPanicLayer::new())
+    }
+
+    #[cfg(feature = "poison")]
+    fn max_deliveries(
+        self,
+        limit: u32,
+    ) -> Result<ServiceBuilder<Stack<MaxDeliveriesLayer, L>>, InvalidMaxDeliveries> {
+        Ok(self.layer(MaxDeliveriesLayer::new(limit)?))
     }
 }
 

@@ -9,13 +9,19 @@
 //! | [`retry`] | `retry` | retry transient failures (timeouts, [`Transient`](retry::Transient) errors) with exponential backoff and jitter, within one service call; the attempt number in the message's extensions |
 //! | [`decode`] | `decode`, `json` | decode payloads into a `T` (JSON with serde_json, or any [`Decoder`](decode::Decoder)); a payload that does not decode is rejected (MQTT 5 reason 0x99), never retried or redelivered |
 //! | [`catch_panic`] | `catch-panic` | a panic in the service fails that one message instead of the connection |
+//! | [`poison`] | `poison` | a message above `n` deliveries ([`Message::delivery_count`](tower_mqtt::Message::delivery_count)) fails permanently without reaching the service, so it is acknowledged (or dead-lettered) instead of redelivered forever |
 //!
 //! [`ServiceBuilderExt`] adds the failure-handling layers to `tower::ServiceBuilder`
 //! (`.catch_panic()`, `.retry_messages(policy)`, `.decode_json::<T>()`,
-//! `.decode(decoder)`).
+//! `.decode(decoder)`, `.max_deliveries(n)`).
 //!
 #![cfg_attr(
-    any(feature = "retry", feature = "decode", feature = "catch-panic"),
+    any(
+    feature = "retry",
+    feature = "decode",
+    feature = "catch-panic",
+    feature = "poison"
+),
     doc = include_str!("../docs/failure.md")
 )]
 //!
@@ -23,7 +29,12 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(any(feature = "retry", feature = "decode", feature = "catch-panic"))]
+#[cfg(any(
+    feature = "retry",
+    feature = "decode",
+    feature = "catch-panic",
+    feature = "poison"
+))]
 mod builder;
 #[cfg(feature = "catch-panic")]
 pub mod catch_panic;
@@ -31,8 +42,15 @@ pub mod catch_panic;
 pub mod decode;
 #[cfg(feature = "otel")]
 pub mod otel;
+#[cfg(feature = "poison")]
+pub mod poison;
 #[cfg(feature = "retry")]
 pub mod retry;
 
-#[cfg(any(feature = "retry", feature = "decode", feature = "catch-panic"))]
+#[cfg(any(
+    feature = "retry",
+    feature = "decode",
+    feature = "catch-panic",
+    feature = "poison"
+))]
 pub use self::builder::ServiceBuilderExt;

@@ -33,7 +33,8 @@ use crate::error::BoxError;
 use crate::message::{Message, Origin};
 
 /// A QoS 1 message on `topic` with `payload`, as connection 0 of client `test` would
-/// receive it (packet id 1). Adjust it with [`TestMessage`] methods.
+/// receive it on a first delivery (packet id 1, delivery count 1). Adjust it with
+/// [`TestMessage`] methods.
 pub fn test_message(topic: &str, payload: impl Into<Bytes>) -> Message {
     Message {
         topic: topic.into(),

@@ -293,18 +293,31 @@ where
     }
 
     /// Update the slot's delivery counts for a finished call: a message that is not
-    /// acknowledged comes back with DUP set, one that is will not. (A first delivery
-    /// that is acknowledged, the common case, does nothing.)
+    /// acknowledged comes back with DUP set, one that is will not. A first delivery
+    /// that is acknowledged, the common case, has nothing to update.
     #[inline]
     fn remember(&mut self, ticket: &Ticket, acknowledged: bool) {
+        let tracked = match ticket.identity {
+            Identity::Untracked => false,
+            Identity::First(_) => !acknowledged,
+            Identity::Again(_) => true,
+        };
+        if tracked {
+            self.remember_tracked(ticket, acknowledged);
+        }
+    }
+
+    /// [`Self::remember`] for a failure or a redelivery (out of line).
+    #[inline(never)]
+    fn remember_tracked(&mut self, ticket: &Ticket, acknowledged: bool) {
         match (&ticket.identity, acknowledged) {
-            (Identity::Untracked, _) | (Identity::First(_), true) => {}
             (Identity::Again(key), true) => self.deliveries.acknowledged(key),
             (identity, false) => {
                 if let Some(key) = identity.key(ticket.pkid, &ticket.topic) {
                     self.deliveries.unacknowledged(key, ticket.delivery_count);
                 }
             }
+            (Identity::Untracked | Identity::First(_), true) => {}
         }
     }
 

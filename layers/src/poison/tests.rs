@@ -10,15 +10,19 @@ use tower_service::Service;
 use super::*;
 use crate::ServiceBuilderExt;
 
-/// A service that always fails and counts its calls.
+/// `max_deliveries(limit)` over a service that always fails and counts its calls.
 fn always_failing(
+    limit: u32,
     calls: &Arc<AtomicU32>,
 ) -> impl Service<Message, Response = (), Error = BoxError, Future = impl Send> + Clone {
     let calls = calls.clone();
-    service_fn(move |_: Message| {
-        calls.fetch_add(1, Ordering::Relaxed);
-        async { Err::<(), BoxError>("the database rejects it".into()) }
-    })
+    ServiceBuilder::new()
+        .max_deliveries(limit)
+        .unwrap()
+        .service_fn(move |_: Message| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            async { Err::<(), BoxError>("the database rejects it".into()) }
+        })
 }
 
 fn too_many(error: &BoxError) -> &TooManyDeliveries {
@@ -33,10 +37,7 @@ fn too_many(error: &BoxError) -> &TooManyDeliveries {
 #[tokio::test]
 async fn deliveries_up_to_the_limit_reach_the_service() {
     let calls = Arc::new(AtomicU32::new(0));
-    let svc = ServiceBuilder::new()
-        .max_deliveries(3)
-        .unwrap()
-        .service(always_failing(&calls));
+    let svc = always_failing(3, &calls);
     for count in 1..=3 {
         let message = test_message("t", "x").with_delivery_count(count);
         let error = svc.clone().oneshot(message).await.unwrap_err();
@@ -49,10 +50,7 @@ async fn deliveries_up_to_the_limit_reach_the_service() {
 #[tokio::test]
 async fn above_the_limit_the_service_is_not_called_and_the_error_is_permanent() {
     let calls = Arc::new(AtomicU32::new(0));
-    let svc = ServiceBuilder::new()
-        .max_deliveries(3)
-        .unwrap()
-        .service(always_failing(&calls));
+    let svc = always_failing(3, &calls);
     for count in [4, 5, u32::MAX] {
         let message = test_message("orders/eu", "x").with_delivery_count(count);
         let error = svc.clone().oneshot(message).await.unwrap_err();
@@ -77,10 +75,7 @@ async fn above_the_limit_the_service_is_not_called_and_the_error_is_permanent() 
 #[tokio::test]
 async fn the_consumer_acknowledges_a_message_above_the_limit_as_failed() {
     let calls = Arc::new(AtomicU32::new(0));
-    let svc = ServiceBuilder::new()
-        .max_deliveries(2)
-        .unwrap()
-        .service(always_failing(&calls));
+    let svc = always_failing(2, &calls);
     let at = |count| test_message("t", "x").with_delivery_count(count);
     let redeliver = AckPolicy::default();
     assert_eq!(redeliver.on_failure, OnFailure::Redeliver);

@@ -14,9 +14,9 @@ use crate::driver::{Driver, ReconnectBackoff, Settings};
 use crate::error::{BoxError, ConfigError, RunError};
 use crate::event::{Event, Hook};
 use crate::message::{Message, Origin};
-use crate::publisher::{Publisher, PublisherBuilder};
 #[cfg(feature = "serde")]
 use crate::options::ConsumerOptions;
+use crate::publisher::{Publisher, PublisherBuilder};
 use crate::topic;
 
 /// Builds a [`Consumer`]; see [`Consumer::builder`].

@@ -60,9 +60,9 @@ pub mod error;
 pub mod event;
 mod message;
 pub mod migration;
-pub mod publisher;
 #[cfg(feature = "serde")]
 mod options;
+pub mod publisher;
 pub mod signal;
 pub mod testing;
 mod topic;
@@ -77,7 +77,7 @@ pub use disposition::{
 pub use error::{BoxError, ConfigError, DownReason, RunError};
 pub use event::{Event, Status};
 pub use message::{Message, Origin, PublishProperties};
-pub use publisher::{Publish, PublishError, Publisher, PublisherBuilder};
 #[cfg(feature = "serde")]
 pub use options::{BackoffBounds, ConsumerOptions, Subscription};
+pub use publisher::{Publish, PublishError, Publisher, PublisherBuilder};
 pub use tokio_util::sync::CancellationToken;

@@ -144,6 +144,7 @@ pub struct Message {
     pub(crate) retain: bool,
     pub(crate) dup: bool,
     pub(crate) pkid: u16,
+    pub(crate) delivery_count: u32,
     pub(crate) properties: Option<Arc<PublishProperties>>,
     pub(crate) origin: Arc<Origin>,
     pub(crate) extensions: Extensions,
@@ -172,8 +173,66 @@ impl Message {
     }
 
     /// The DUP flag: the broker has sent this message before (a redelivery).
+    ///
+    /// It does not mean that an earlier delivery failed: when a session is resumed the
+    /// broker sets it on every message it resends, also those the consumer never got
+    /// to process. [`delivery_count`](Self::delivery_count) counts what this consumer
+    /// saw.
     pub fn dup(&self) -> bool {
         self.dup
+    }
+
+    /// How many times this message has been delivered to this connection slot
+    /// (`<client_id>_<index>`), this one included: 1 for a first delivery, 2 or more
+    /// when it came back after an earlier delivery was not acknowledged (by
+    /// [`OnFailure::Redeliver`](crate::OnFailure::Redeliver), `Noop`, a `Redeliver`
+    /// marker, or a result that arrived after its connection closed).
+    ///
+    /// A rule can use it to stop a message that fails every time (a *poison* message)
+    /// from coming back forever: `tower-mqtt-layers`' `max_deliveries(n)` fails it
+    /// permanently once it is above `n`.
+    ///
+    /// **How it is counted.** The broker resends an unacknowledged message on the next
+    /// connection of the session with the same packet id and the DUP flag set. Each
+    /// slot remembers, in memory, the messages it did not acknowledge, keyed by packet
+    /// id, topic and a hash of the payload, and their count so far. A message whose DUP
+    /// flag is clear counts 1 and is not looked up. One with DUP set counts one more
+    /// than remembered, or **2 when nothing is remembered**: the broker says it sent
+    /// the message before, even if this process has no record of it. The entry is
+    /// dropped when the message is acknowledged.
+    ///
+    /// **What it cannot know**, the same with MQTT 3.1.1 and 5:
+    ///
+    /// * **DUP is not "failed before".** On a resume the broker sets DUP on its whole
+    ///   in-flight window: messages that were delivered but never reached the service
+    ///   (they arrived while the connection was closing, or waited for a free slot) and
+    ///   calls abandoned at the drain timeout come back with DUP set too. Such a
+    ///   message counts 2 at least, although the service may be seeing it for the first
+    ///   time.
+    /// * **A restarted process starts again**: the memory is per process, so after a
+    ///   restart a redelivered message counts 2, then 3, ... And a message that another
+    ///   consumer of a shared group received before counts 1 or 2 here.
+    /// * **Memory is bounded**: each slot keeps at most twice `max_inflight` entries
+    ///   (16,384 at most), the oldest dropped first; a message whose entry was dropped
+    ///   counts 2 again.
+    /// * A payload, topic and packet id identical to an earlier message's that was
+    ///   never acknowledged and never came back can inherit its count.
+    ///
+    /// So the count is a lower bound of the deliveries across restarts, and exact
+    /// within one run for a message that keeps failing on the same slot.
+    ///
+    /// ```
+    /// use tower_mqtt::{BoxError, Message};
+    ///
+    /// async fn handle(message: Message) -> Result<(), BoxError> {
+    ///     if message.delivery_count() > 1 {
+    ///         // An earlier delivery was not acknowledged: maybe go carefully.
+    ///     }
+    ///     Ok(())
+    /// }
+    /// ```
+    pub fn delivery_count(&self) -> u32 {
+        self.delivery_count
     }
 
     /// Packet identifier (0 for QoS 0). Unique only among the connection's unacked messages.

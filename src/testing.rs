@@ -43,7 +43,8 @@ pub use broker::{
 };
 
 /// A QoS 1 message on `topic` with `payload`, as connection 0 of client `test` would
-/// receive it (packet id 1). Adjust it with [`TestMessage`] methods.
+/// receive it on a first delivery (packet id 1, delivery count 1). Adjust it with
+/// [`TestMessage`] methods.
 pub fn test_message(topic: &str, payload: impl Into<Bytes>) -> Message {
     Message {
         topic: topic.into(),
@@ -52,6 +53,7 @@ pub fn test_message(topic: &str, payload: impl Into<Bytes>) -> Message {
         retain: false,
         dup: false,
         pkid: 1,
+        delivery_count: 1,
         properties: None,
         origin: Arc::new(Origin {
             client_id: "test_0".into(),
@@ -85,6 +87,10 @@ pub trait TestMessage {
     /// Add an MQTT 5 user property.
     #[must_use]
     fn with_user_property(self, name: &str, value: &str) -> Self;
+    /// Set [`Message::delivery_count`] (a redelivery: also sets the DUP flag when
+    /// above 1).
+    #[must_use]
+    fn with_delivery_count(self, count: u32) -> Self;
 }
 
 impl TestMessage for Message {
@@ -111,6 +117,11 @@ impl TestMessage for Message {
         let mut props = self.properties.as_deref().cloned().unwrap_or_default();
         props.user_properties.push((name.into(), value.into()));
         self.properties = Some(Arc::new(props));
+        self
+    }
+    fn with_delivery_count(mut self, count: u32) -> Self {
+        self.delivery_count = count;
+        self.dup |= count > 1;
         self
     }
 }

@@ -103,6 +103,7 @@ async fn a_payload_that_does_not_decode_is_dead_lettered_and_the_original_acknow
                 let p = letter.properties().expect("user properties");
                 assert_eq!(p.user_property("x-original-topic"), Some(topic.as_str()));
                 assert_eq!(p.user_property("x-attempts"), Some("1"));
+                assert_eq!(p.user_property("x-delivery-count"), Some("1"));
                 let error = p.user_property("x-error").unwrap();
                 assert!(error.contains("JSON"), "{error}");
             } else {
@@ -116,6 +117,7 @@ async fn a_payload_that_does_not_decode_is_dead_lettered_and_the_original_acknow
                     "{lines:?}"
                 );
                 assert_eq!(lines[2], "x-attempts: 1");
+                assert_eq!(lines[3], "x-delivery-count: 1");
             }
             assert!(
                 left_in_session(&broker, &id, &topic, 1).await.is_empty(),
@@ -178,6 +180,70 @@ async fn a_dead_letter_the_broker_refuses_leaves_the_original_unacknowledged() {
         let left = left_in_session(&broker, &id, &topic, disconnects).await;
         assert_eq!(left.len(), 1, "the original is still on the broker");
         assert_eq!(left[0].payload.as_ref(), b"not json");
+    })
+    .await;
+}
+
+/// A message that fails on every delivery is redelivered until its limit, then goes to
+/// the dead-letter topic instead of looping: the service sees it three times, the dead
+/// letter says it was the fourth delivery, and the session holds nothing afterwards.
+#[tokio::test]
+async fn a_poison_message_is_dead_lettered_after_its_delivery_limit() {
+    with_timeout(Duration::from_secs(60), async {
+        let broker = Broker::start(BrokerOptions::default());
+        let (id, topic) = (unique("dl-poison"), unique("t"));
+        let (mut dead, watcher) = watch_dead_letters(&broker, ProtoVer::V5, &topic).await;
+        let builder = builder(
+            config(&broker, &id).proto_ver(ProtoVer::V5),
+            &topic,
+            Q::AtLeastOnce,
+        )
+        .on_failure(OnFailure::Redeliver)
+        .redeliver_after(Duration::from_millis(100));
+        let publisher = builder.clone().build().unwrap().publisher().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let calls = seen.clone();
+        let service = ServiceBuilder::new()
+            .dead_letter(publisher, |m| format!("dead/{}", m.topic()))
+            .max_deliveries(3)
+            .unwrap()
+            .service_fn(move |m: Message| {
+                calls.lock().unwrap().push(m.delivery_count());
+                async { Err::<(), BoxError>("always fails".into()) }
+            });
+        let running = spawn(builder, service);
+        running.events.wait_subscribed(1, 1).await;
+        publish_many(&broker, &topic, QoS::AtLeastOnce, [b"poison".to_vec()]).await;
+        let letter = tokio::time::timeout(WAIT, dead.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        running
+            .events
+            .wait(WAIT, |e| {
+                matches!(
+                    e,
+                    Ev::Ack {
+                        disposition: Disposition::Ack,
+                        ..
+                    }
+                )
+            })
+            .await;
+        let events = running.events.all();
+        running.stop().await.expect("a clean shutdown");
+        assert_eq!(*seen.lock().unwrap(), [1, 2, 3], "{events:#?}");
+        let p = letter.properties().expect("user properties");
+        assert_eq!(p.user_property("x-delivery-count"), Some("4"));
+        assert!(
+            p.user_property("x-error").unwrap().contains("deliver"),
+            "{p:?}"
+        );
+        let disconnects = broker.count_in_log(&format!("Client {id}_0 disconnected"));
+        assert!(left_in_session(&broker, &id, &topic, disconnects)
+            .await
+            .is_empty());
+        watcher.stop().await.unwrap();
     })
     .await;
 }

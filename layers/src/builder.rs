@@ -12,6 +12,8 @@ use crate::dead_letter::DeadLetterLayer;
 use crate::decode::Json;
 #[cfg(feature = "decode")]
 use crate::decode::{DecodeLayer, Decoder};
+#[cfg(feature = "poison")]
+use crate::poison::{InvalidMaxDeliveries, MaxDeliveriesLayer};
 #[cfg(feature = "retry")]
 use crate::retry::{RetryLayer, RetryPolicy};
 
@@ -85,6 +87,19 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     ) -> ServiceBuilder<Stack<DeadLetterLayer, L>>
     where
         T: Fn(&tower_mqtt::Message) -> String + Send + Sync + 'static;
+
+    /// Let the inner service see each message at most `limit` times
+    /// ([`Message::delivery_count`](tower_mqtt::Message::delivery_count)); later
+    /// deliveries fail permanently without calling it: [`MaxDeliveriesLayer`].
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidMaxDeliveries::Zero`] when `limit` is 0.
+    #[cfg(feature = "poison")]
+    fn max_deliveries(
+        self,
+        limit: u32,
+    ) -> Result<ServiceBuilder<Stack<MaxDeliveriesLayer, L>>, InvalidMaxDeliveries>;
 }
 
 impl<L> sealed::Sealed for ServiceBuilder<L> {}
@@ -126,6 +141,14 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         T: Fn(&tower_mqtt::Message) -> String + Send + Sync + 'static,
     {
         self.layer(DeadLetterLayer::new(publisher, topic))
+    }
+
+    #[cfg(feature = "poison")]
+    fn max_deliveries(
+        self,
+        limit: u32,
+    ) -> Result<ServiceBuilder<Stack<MaxDeliveriesLayer, L>>, InvalidMaxDeliveries> {
+        Ok(self.layer(MaxDeliveriesLayer::new(limit)?))
     }
 }
 

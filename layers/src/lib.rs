@@ -9,19 +9,21 @@
 //! | [`retry`] | `retry` | retry transient failures (timeouts, [`Transient`](retry::Transient) errors) with exponential backoff and jitter, within one service call; the attempt number in the message's extensions |
 //! | [`decode`] | `decode`, `json` | decode payloads into a `T` (JSON with serde_json, or any [`Decoder`](decode::Decoder)); a payload that does not decode is rejected (MQTT 5 reason 0x99), never retried or redelivered |
 //! | [`catch_panic`] | `catch-panic` | a panic in the service fails that one message instead of the connection |
+//! | [`poison`] | `poison` | a message above `n` deliveries ([`Message::delivery_count`](tower_mqtt::Message::delivery_count)) fails permanently without reaching the service, so it is acknowledged (or dead-lettered) instead of redelivered forever |
 //! | [`dead_letter`] | `dead-letter` | publish a message the consumer would drop to a dead-letter topic, and let it be acknowledged only once the broker has the dead letter |
 //!
 //! [`ServiceBuilderExt`] adds the failure-handling layers to `tower::ServiceBuilder`
 //! (`.dead_letter(publisher, topic)`, `.catch_panic()`, `.retry_messages(policy)`,
 //! `.decode_json::<T>()`,
-//! `.decode(decoder)`).
+//! `.decode(decoder)`, `.max_deliveries(n)`).
 //!
 #![cfg_attr(
     any(
         feature = "retry",
         feature = "decode",
         feature = "catch-panic",
-        feature = "dead-letter"
+        feature = "dead-letter",
+        feature = "poison"
     ),
     doc = include_str!("../docs/failure.md")
 )]
@@ -35,7 +37,8 @@ mod attempts;
     feature = "retry",
     feature = "decode",
     feature = "catch-panic",
-    feature = "dead-letter"
+    feature = "dead-letter",
+    feature = "poison"
 ))]
 mod builder;
 #[cfg(feature = "catch-panic")]
@@ -46,6 +49,8 @@ pub mod dead_letter;
 pub mod decode;
 #[cfg(feature = "otel")]
 pub mod otel;
+#[cfg(feature = "poison")]
+pub mod poison;
 #[cfg(feature = "retry")]
 pub mod retry;
 
@@ -53,6 +58,7 @@ pub mod retry;
     feature = "retry",
     feature = "decode",
     feature = "catch-panic",
-    feature = "dead-letter"
+    feature = "dead-letter",
+    feature = "poison"
 ))]
 pub use self::builder::ServiceBuilderExt;

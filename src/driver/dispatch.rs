@@ -4,6 +4,9 @@
 //! Calls outlive connections: a call started on a connection that has since closed
 //! finishes here too, and is reported as stale ([`Ticket::epoch`]) instead of
 //! acknowledged.
+//!
+//! The slot's delivery counts ([`Deliveries`]) live here too, for the same reason: a
+//! message withheld on one connection comes back on the next one.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -17,6 +20,7 @@ use tower_service::Service;
 
 use super::codec::{Decoded, Inbound, RawPublish};
 use super::conn::Conn;
+use super::deliveries::{Deliveries, Identity, Key};
 use super::settings::Settings;
 use crate::config::QoS;
 use crate::disposition::Disposition;
@@ -46,6 +50,10 @@ struct Ticket {
     pkid: u16,
     topic: bytestring::ByteString,
     started: Instant,
+    /// [`Message::delivery_count`].
+    delivery_count: u32,
+    /// How the message is known to the slot's [`Deliveries`].
+    identity: Identity,
 }
 
 pin_project! {
@@ -113,6 +121,9 @@ where
     /// A finished call slot kept for the next message: a call that completes on its
     /// first poll then costs no allocation and never enters `calls`.
     spare: Option<Pin<Box<Call<S::Future>>>>,
+    /// Delivery counts of the messages this slot gave the service and did not
+    /// acknowledge: they come back, on a later connection, with DUP set.
+    deliveries: Deliveries,
 }
 
 impl<S> Dispatcher<S>
@@ -122,6 +133,7 @@ where
 {
     pub(super) fn new(settings: Arc<Settings>, origin: Arc<Origin>, svc: S) -> Self {
         Self {
+            deliveries: Deliveries::new(settings.max_inflight),
             settings,
             origin,
             svc,
@@ -171,7 +183,7 @@ where
     /// With no connection: report calls that finish as stale.
     pub(super) fn poll_stale(&mut self, events: &Emitter, cx: &mut Context<'_>) {
         while let Poll::Ready(Some((ticket, result))) = self.calls.poll_next_unpin(cx) {
-            report_stale(events, &ticket, &result);
+            self.stale(events, &ticket, &result);
         }
     }
 
@@ -232,6 +244,11 @@ where
     ) {
         self.ready = false;
         events.message_start(&raw.topic, raw.qos, raw.pkid, raw.dup);
+        let (delivery_count, identity) = match raw.qos {
+            QoS::AtMostOnce => (1, Identity::Untracked),
+            _ if !raw.dup => (1, Identity::First(raw.payload.clone())),
+            _ => self.redelivered(&raw),
+        };
         let ticket = Ticket {
             epoch: conn.epoch(),
             seq: conn.track(raw.pkid, raw.qos),
@@ -239,6 +256,8 @@ where
             pkid: raw.pkid,
             topic: raw.topic.clone(),
             started: Instant::now(),
+            delivery_count,
+            identity,
         };
         let message = Message {
             topic: raw.topic,
@@ -247,6 +266,7 @@ where
             retain: raw.retain,
             dup: raw.dup,
             pkid: raw.pkid,
+            delivery_count,
             properties: raw.properties,
             origin: self.origin.clone(),
             extensions: http::Extensions::new(),
@@ -264,21 +284,68 @@ where
         }
     }
 
+    /// A QoS 1/2 PUBLISH with DUP set: the broker sent it before. Looked up in the
+    /// slot's delivery counts (out of line: the common first delivery never gets here).
+    #[inline(never)]
+    fn redelivered(&self, raw: &RawPublish) -> (u32, Identity) {
+        let key = Key::new(raw.pkid, raw.topic.clone(), &raw.payload);
+        (self.deliveries.redelivered(&key), Identity::Again(key))
+    }
+
+    /// Update the slot's delivery counts for a finished call: a message that is not
+    /// acknowledged comes back with DUP set, one that is will not. A first delivery
+    /// that is acknowledged, the common case, has nothing to update.
+    #[inline]
+    fn remember(&mut self, ticket: &Ticket, acknowledged: bool) {
+        let tracked = match ticket.identity {
+            Identity::Untracked => false,
+            Identity::First(_) => !acknowledged,
+            Identity::Again(_) => true,
+        };
+        if tracked {
+            self.remember_tracked(ticket, acknowledged);
+        }
+    }
+
+    /// [`Self::remember`] for a failure or a redelivery (out of line).
+    #[inline(never)]
+    fn remember_tracked(&mut self, ticket: &Ticket, acknowledged: bool) {
+        match (&ticket.identity, acknowledged) {
+            (Identity::Again(key), true) => self.deliveries.acknowledged(key),
+            (identity, false) => {
+                if let Some(key) = identity.key(ticket.pkid, &ticket.topic) {
+                    self.deliveries.unacknowledged(key, ticket.delivery_count);
+                }
+            }
+            (Identity::Untracked | Identity::First(_), true) => {}
+        }
+    }
+
+    /// A call from a closed connection finished: it cannot be acknowledged any more,
+    /// so its message comes back on a later connection (and counts as delivered).
+    fn stale(&mut self, events: &Emitter, ticket: &Ticket, result: &Result<(), BoxError>) {
+        // Nothing goes on the wire for it (there is no connection to send it on).
+        debug_assert_eq!(Disposition::STALE.ack_reason(ticket.qos), None);
+        events.message_stale(&ticket.topic, ticket.pkid, status(result));
+        self.remember(ticket, Disposition::STALE.acknowledges());
+    }
+
     /// A service call finished: decide its disposition; the connection it arrived on
     /// releases acks in order.
     #[inline]
     fn finish(
-        &self,
+        &mut self,
         conn: &mut Conn,
         events: &Emitter,
         ticket: &Ticket,
         result: &Result<(), BoxError>,
     ) {
         if ticket.epoch != conn.epoch() {
-            report_stale(events, ticket, result);
+            self.stale(events, ticket, result);
             return;
         }
         let disposition = self.origin.disposition(result);
+        self.remember(ticket, disposition.acknowledges());
         if let Err(e) = result {
             tracing::debug!(target: "tower_mqtt::receive_message", topic = %ticket.topic,
                 pkid = ticket.pkid, error = %e, "service failed");
@@ -293,13 +360,6 @@ where
         );
         conn.settle(ticket.seq, disposition);
     }
-}
-
-/// A call from a closed connection finished: it cannot be acknowledged any more.
-fn report_stale(events: &Emitter, ticket: &Ticket, result: &Result<(), BoxError>) {
-    // Nothing goes on the wire for it (there is no connection to send it on).
-    debug_assert_eq!(Disposition::STALE.ack_reason(ticket.qos), None);
-    events.message_stale(&ticket.topic, ticket.pkid, status(result));
 }
 
 fn status(result: &Result<(), BoxError>) -> Status {

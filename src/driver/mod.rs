@@ -33,12 +33,14 @@
 //!   PINGRESP, the ack order ([`order`]), withheld failures, and the closing phases;
 //! * [`keepalive`]: PINGREQ timing;
 //! * [`dispatch`]: the service side: readiness, the calls in progress, and what a
-//!   finished call means for its connection;
+//!   finished call means for its connection; with [`deliveries`], the slot's delivery
+//!   counts, which outlive connections;
 //! * [`codec`]: the wire, through rumqttc's `mqttbytes` (hyper's `role`); and
 //!   [`settings`].
 
 pub(crate) mod codec;
 mod conn;
+mod deliveries;
 mod dispatch;
 pub(crate) mod handshake;
 pub(crate) mod io;

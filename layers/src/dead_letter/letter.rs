@@ -17,6 +17,7 @@ pub(super) fn letter(
         ("x-original-topic", message.topic().to_owned()),
         ("x-error", error_text(error)),
         ("x-attempts", attempts.to_string()),
+        ("x-delivery-count", message.delivery_count().to_string()),
     ];
     let original = message.properties();
     if proto == ProtoVer::V5 {

@@ -25,7 +25,8 @@
 //! |---|---|
 //! | `x-original-topic` | the topic the message arrived on |
 //! | `x-error` | the error's message, with its sources (`a: b: c`) |
-//! | `x-attempts` | calls made for it in this delivery (the [retry](crate::retry) layer's attempts; 1 without it) |
+//! | `x-attempts` | calls made for it in this delivery (the retry layer's attempts; 1 without it) |
+//! | `x-delivery-count` | [`Message::delivery_count`](tower_mqtt::Message::delivery_count): how many times the broker has delivered it |
 //!
 //! **MQTT 3.1.1** has no properties, so the payload is an envelope: the same names as
 //! header lines (`name: value`, one per line, line breaks in values replaced by
@@ -36,6 +37,7 @@
 //! x-original-topic: readings/7
 //! x-error: payload is not valid JSON for Reading: expected value at line 1 column 1
 //! x-attempts: 1
+//! x-delivery-count: 1
 //!
 //! <original payload>
 //! ```

@@ -59,6 +59,7 @@ fn an_mqtt5_dead_letter_keeps_the_payload_and_adds_user_properties() {
             ("x-original-topic", "readings/7"),
             ("x-error", "permanent failure: database said no"),
             ("x-attempts", "3"),
+            ("x-delivery-count", "1"),
         ]
     );
 }
@@ -73,6 +74,7 @@ fn an_mqtt311_dead_letter_is_an_envelope_of_header_lines_and_the_payload() {
         "x-original-topic: readings/7\n\
          x-error: permanent failure: database said two lines\n\
          x-attempts: 1\n\
+         x-delivery-count: 1\n\
          x-user-property: trace=abc\n\
          \n\
          {oops"

@@ -60,6 +60,7 @@ pub mod error;
 pub mod event;
 mod message;
 pub mod signal;
+mod sys_watch;
 pub mod testing;
 mod topic;
 mod transport;

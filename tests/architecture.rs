@@ -207,6 +207,7 @@ const LAYERS: &[&[&str]] = &[
     &["message"],
     &["event", "testing"],
     &["driver"],
+    &["sys_watch"],
     &["consumer"],
 ];
 

@@ -37,6 +37,7 @@ pub struct ConsumerBuilder {
     backoff: ReconnectBackoff,
     max_reconnect_attempts: Option<u32>,
     hook: Option<Hook>,
+    watch_drops: bool,
 }
 
 impl std::fmt::Debug for ConsumerBuilder {
@@ -50,6 +51,7 @@ impl std::fmt::Debug for ConsumerBuilder {
             .field("policy", &self.policy)
             .field("classify", &self.classifier.is_some())
             .field("on_event", &self.hook.is_some())
+            .field("watch_broker_drops", &self.watch_drops)
             .finish_non_exhaustive()
     }
 }
@@ -70,6 +72,25 @@ impl ConsumerBuilder {
                 hook(event);
             }),
         });
+        self
+    }
+
+    /// Watch mosquitto's broker-wide count of dropped messages and report each growth as
+    /// [`Event::BrokerDropped`] plus a `tracing` warning (target `tower_mqtt::broker`).
+    /// Off by default.
+    ///
+    /// mosquitto discards what exceeds `max_queued_messages` (default 1000) for an
+    /// offline session *and* for an online consumer whose in-flight window is full, and
+    /// only its log says so; it also counts the drops in
+    /// `$SYS/broker/publish/messages/dropped`. This opens one more connection,
+    /// `<client_id>_sys` (MQTT 3.1.1, clean session, QoS 0, same transport and
+    /// credentials), that subscribes to that topic. The count is for the whole broker,
+    /// not this consumer; updates come every `sys_interval` of the broker (default 10 s)
+    /// when it changed. Other brokers do not publish this topic: nothing is reported.
+    /// The side connection is retried with [`reconnect_backoff`](Self::reconnect_backoff)
+    /// and never ends [`Consumer::run`].
+    pub fn watch_broker_drops(mut self) -> Self {
+        self.watch_drops = true;
         self
     }
 
@@ -330,6 +351,7 @@ impl ConsumerBuilder {
             None => Decider::policy(self.policy, !c.clean_start),
         };
         Ok(Consumer {
+            watch_drops: self.watch_drops,
             decider,
             settings: Arc::new(Settings {
                 client_id,
@@ -373,6 +395,7 @@ impl ConsumerBuilder {
 pub struct Consumer {
     settings: Arc<Settings>,
     decider: Decider,
+    watch_drops: bool,
 }
 
 impl Consumer {
@@ -395,6 +418,7 @@ impl Consumer {
             },
             max_reconnect_attempts: None,
             hook: None,
+            watch_drops: false,
         }
     }
 
@@ -461,6 +485,13 @@ impl Consumer {
             let driver = Driver::new(self.settings.clone(), origin, service.clone(), stop.clone());
             tasks.spawn(driver.run());
         }
+        let watch = self.watch_drops.then(|| {
+            let (settings, token) = (self.settings.clone(), stop.child_token());
+            let watching = token.clone();
+            let handle =
+                tokio::spawn(async move { crate::sys_watch::run(&settings, watching).await });
+            (handle, token)
+        });
         let mut first_error = None;
         while let Some(joined) = tasks.join_next().await {
             let result = joined.unwrap_or_else(|e| Err(RunError::Panicked(e.to_string())));
@@ -468,6 +499,11 @@ impl Consumer {
                 stop.cancel();
                 first_error.get_or_insert(e);
             }
+        }
+        if let Some((handle, stop)) = watch {
+            stop.cancel();
+            // It never fails `run`; a panic in it is not the consumer's error either.
+            let _ = handle.await;
         }
         first_error.map_or(Ok(()), Err)
     }

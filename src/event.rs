@@ -30,8 +30,10 @@ impl Status {
 
 /// A telemetry event, borrowed from the connection that emits it.
 ///
-/// Every variant carries `producer_index` and `client_id` (with its `_N` suffix), so
-/// events from several connections can be told apart and correlated.
+/// Every variant but `BrokerDropped` carries `producer_index` and `client_id` (with its
+/// `_N` suffix), so events from several connections can be told apart and correlated.
+/// `BrokerDropped` comes from the consumer's side connection (`<client_id>_sys`) and
+/// concerns the whole broker.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Event<'a> {
@@ -145,6 +147,23 @@ pub enum Event<'a> {
         /// Service outcome.
         status: Status,
     },
+    /// The broker's count of messages it threw away grew (mosquitto's
+    /// `$SYS/broker/publish/messages/dropped`, read by
+    /// [`ConsumerBuilder::watch_broker_drops`](crate::ConsumerBuilder::watch_broker_drops)).
+    ///
+    /// The counter is **broker-wide**: the drops may be anyone's (an offline session
+    /// of another client, a full queue of this consumer). mosquitto counts a message
+    /// over `max_queued_messages` (or `max_queued_bytes`) for an offline session and for
+    /// an online client whose in-flight window is full; the broker log names the client
+    /// (`Outgoing messages are being dropped for client …`).
+    BrokerDropped {
+        /// Client id of the side connection, `<client_id>_sys`.
+        client_id: &'a str,
+        /// Messages dropped since the previous value this consumer saw.
+        dropped: u64,
+        /// The broker's counter: messages dropped since it started.
+        total: u64,
+    },
 }
 
 impl Event<'_> {
@@ -161,12 +180,26 @@ impl Event<'_> {
             Event::MessageStart { .. } => "receive_message.start",
             Event::MessageAck { .. } => "receive_message.ack",
             Event::MessageStale { .. } => "receive_message.stale",
+            Event::BrokerDropped { .. } => "broker.dropped",
         }
     }
 }
 
 /// A user hook receiving every event.
 pub(crate) type Hook = std::sync::Arc<dyn Fn(&Event<'_>) + Send + Sync>;
+
+/// Emits [`Event::BrokerDropped`]: a `tracing` warning plus the user's hook.
+pub(crate) fn broker_dropped(hook: Option<&Hook>, client_id: &str, dropped: u64, total: u64) {
+    tracing::warn!(target: "tower_mqtt::broker", event = "broker.dropped", client_id, dropped,
+        total, "the broker dropped messages (max_queued_messages?): see its log for which client");
+    if let Some(hook) = hook {
+        hook(&Event::BrokerDropped {
+            client_id,
+            dropped,
+            total,
+        });
+    }
+}
 
 /// Emits the events of one connection slot: a `tracing` event plus the user's hook.
 #[derive(Clone)]

@@ -64,6 +64,7 @@ pub mod migration;
 mod options;
 pub mod publisher;
 pub mod signal;
+mod sys_watch;
 pub mod testing;
 mod topic;
 mod transport;

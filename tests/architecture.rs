@@ -207,7 +207,7 @@ const LAYERS: &[&[&str]] = &[
     &["message", "options"],
     &["event", "testing"],
     &["driver"],
-    &["publisher"],
+    &["publisher", "sys_watch"],
     &["consumer"],
 ];
 

@@ -29,7 +29,9 @@
 //! Flags (lists are comma separated; every combination is one scenario):
 //! `--mode drain,live` `--qos 0,1,2` `--payload 100,16384` `--concurrency 1,4`
 //! `--max-inflight 20,1000` `--proto 4,5` `--n N` `--runs R` `--rate R`
-//! `--variants baseline,identity,full,ruststream,mosquitto_sub` `--quick`.
+//! `--variants baseline,identity,full,ruststream,mosquitto_sub` (the default; `failure`,
+//! the full stack plus `tower-mqtt-layers`' catch-panic, retry and JSON decode, on JSON
+//! payloads of the same size, only when named) `--quick`.
 //!
 //! Profiling: `TOWER_MQTT_BENCH_WRAP="valgrind --tool=callgrind"` runs every child under
 //! that command (use a small `--n` and `--runs 1 --variants identity,full`).
@@ -111,7 +113,7 @@ impl Opts {
             n: 200_000,
             runs: 3,
             rate: 10_000,
-            variants: Variant::ALL.to_vec(),
+            variants: Variant::DEFAULT.to_vec(),
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -359,6 +361,7 @@ async fn run_one(
             &job.topic,
             job.n,
             sc.payload,
+            job.variant.json_payload(),
             job.qos.max(1),
             0,
         )
@@ -399,9 +402,9 @@ async fn run_one(
             if line == "READY" && job.live && publishing.is_none() {
                 let (port, topic, n, size, q) =
                     (job.port, job.topic.clone(), job.n, sc.payload, job.qos);
-                let pub_id = pub_id.clone();
+                let (pub_id, json) = (pub_id.clone(), job.variant.json_payload());
                 publishing = Some(tokio::spawn(async move {
-                    publisher::publish(port, &pub_id, &topic, n, size, q, rate).await
+                    publisher::publish(port, &pub_id, &topic, n, size, json, q, rate).await
                 }));
             } else if let Some(rest) = line.strip_prefix("RESULT ") {
                 result = Some(parse_result(rest)?);
@@ -645,6 +648,7 @@ fn child_main(args: &[String]) {
                     Variant::Baseline => variants::baseline(job, rec).await,
                     Variant::Identity => variants::tower_identity(job, rec).await,
                     Variant::Full => variants::tower_full(job, rec).await,
+                    Variant::Failure => variants::tower_failure(job, rec).await,
                     Variant::Ruststream => variants::ruststream(job, rec).await,
                     Variant::MosquittoSub => unreachable!(),
                 }

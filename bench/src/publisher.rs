@@ -83,15 +83,18 @@ pub(crate) async fn create_sessions(
     Ok(())
 }
 
-/// Publish `n` messages of `size` bytes (≥ 8; the first 8 carry the send time in ns)
-/// at QoS `q`, `rate` per second (0: as fast as possible). Returns once the broker has
-/// confirmed every one (QoS 1/2) or every one is written (QoS 0).
+/// Publish `n` messages of `size` bytes (≥ 8; the first 8 carry the send time in ns;
+/// with `json`, a JSON object of that size instead, see [`fill`]) at QoS `q`, `rate`
+/// per second (0: as fast as possible). Returns once the broker has confirmed every one
+/// (QoS 1/2) or every one is written (QoS 0).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn publish(
     port: u16,
     id: &str,
     topic: &str,
     n: u64,
     size: usize,
+    json: bool,
     q: u8,
     rate: u64,
 ) -> Result<(), String> {
@@ -122,7 +125,7 @@ pub(crate) async fn publish(
             }
             let burst = if tick.is_some() { per_tick } else { 1000 };
             for _ in 0..burst.min(n - sent) {
-                payload[..8].copy_from_slice(&now_ns().to_le_bytes());
+                fill(&mut payload, now_ns(), json);
                 client
                     .publish(topic.as_str(), qos(q), false, payload.clone())
                     .await
@@ -155,4 +158,20 @@ pub(crate) async fn publish(
     })
     .await;
     Ok(())
+}
+
+/// Writes the send time `sent` (ns) into `payload`: its first 8 bytes (little endian),
+/// or with `json` the whole payload as `{"sent":<ns>,"value":21.5,"pad":"xx…"}`, padded
+/// to the payload's length (longer if the payload is too short for the object).
+pub(crate) fn fill(payload: &mut Vec<u8>, sent: u64, json: bool) {
+    if !json {
+        payload[..8].copy_from_slice(&sent.to_le_bytes());
+        return;
+    }
+    let size = payload.len();
+    payload.clear();
+    payload.extend_from_slice(format!("{{\"sent\":{sent},\"value\":21.5,\"pad\":\"").as_bytes());
+    let pad = size.saturating_sub(payload.len() + 2);
+    payload.resize(payload.len() + pad, b'x');
+    payload.extend_from_slice(b"\"}");
 }

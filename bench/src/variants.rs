@@ -21,12 +21,25 @@ pub(crate) enum Variant {
     Baseline,
     Identity,
     Full,
+    /// The full stack plus `tower-mqtt-layers`' catch-panic, retry and JSON decode.
+    Failure,
     Ruststream,
     MosquittoSub,
 }
 
 impl Variant {
-    pub(crate) const ALL: [Self; 5] = [
+    pub(crate) const ALL: [Self; 6] = [
+        Self::Baseline,
+        Self::Identity,
+        Self::Full,
+        Self::Failure,
+        Self::Ruststream,
+        Self::MosquittoSub,
+    ];
+
+    /// What runs without `--variants`: the comparison with the other consumers
+    /// (`failure` is asked for by name).
+    pub(crate) const DEFAULT: [Self; 5] = [
         Self::Baseline,
         Self::Identity,
         Self::Full,
@@ -34,11 +47,17 @@ impl Variant {
         Self::MosquittoSub,
     ];
 
+    /// Whether the publisher must send JSON (the variant decodes it).
+    pub(crate) fn json_payload(self) -> bool {
+        self == Self::Failure
+    }
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Baseline => "baseline",
             Self::Identity => "identity",
             Self::Full => "full",
+            Self::Failure => "failure",
             Self::Ruststream => "ruststream",
             Self::MosquittoSub => "mosquitto_sub",
         }
@@ -49,6 +68,7 @@ impl Variant {
             Self::Baseline => "rumqttc loop (baseline)",
             Self::Identity => "tower-mqtt identity",
             Self::Full => "tower-mqtt full stack",
+            Self::Failure => "tower-mqtt full + failure layers",
             Self::Ruststream => "ruststream-rumqttc 0.7.1",
             Self::MosquittoSub => "mosquitto_sub (C)",
         }
@@ -290,14 +310,18 @@ fn handler(
        + Send
        + 'static {
     service_fn(move |msg: Message| {
-        let sent = sent_ns(msg.payload());
-        if msg.qos() == QoS::AtMostOnce {
-            rec.record(sent);
-        } else if let Some(s) = clock.slot(msg.producer_index(), msg.pkid()) {
-            s.store(sent, Ordering::Relaxed);
-        }
+        record(&rec, &clock, &msg, sent_ns(msg.payload()));
         ready(Ok::<(), BoxError>(()))
     })
+}
+
+/// The handlers' bookkeeping: QoS 0 is recorded here, QoS 1/2 when the ack is decided.
+fn record(rec: &Recorder, clock: &AckClock, msg: &Message, sent: u64) {
+    if msg.qos() == QoS::AtMostOnce {
+        rec.record(sent);
+    } else if let Some(s) = clock.slot(msg.producer_index(), msg.pkid()) {
+        s.store(sent, Ordering::Relaxed);
+    }
 }
 
 pub(crate) async fn tower_identity(job: Job, rec: Arc<Recorder>) -> Result<(), String> {
@@ -325,6 +349,48 @@ pub(crate) async fn tower_full(job: Job, rec: Arc<Recorder>) -> Result<(), Strin
         .run(service, tower_mqtt::CancellationToken::new())
         .await
         .map_err(|e| e.to_string())
+}
+
+/// (3b) The full stack with `tower-mqtt-layers`' failure layers: telemetry span →
+/// concurrency limit → timeout → catch-panic → retry (`RetryPolicy::new(3)`, the same
+/// two retries as `RetryTwice`, which it replaces) → JSON decode into [`Reading`] →
+/// handler. The publisher sends JSON for this variant (`Variant::json_payload`).
+pub(crate) async fn tower_failure(job: Job, rec: Arc<Recorder>) -> Result<(), String> {
+    use tower_mqtt_layers::decode::Decoded;
+    use tower_mqtt_layers::retry::RetryPolicy;
+    use tower_mqtt_layers::ServiceBuilderExt;
+
+    install_tracing();
+    let clock = Arc::new(AckClock::new(job.live, job.concurrency));
+    let consumer = consumer(&job, rec.clone(), clock.clone())?;
+    let service = ServiceBuilder::new()
+        .layer(telemetry_layer())
+        .concurrency_limit(usize::from(job.max_inflight))
+        .timeout(Duration::from_secs(5))
+        .catch_panic()
+        .retry_messages(RetryPolicy::new(3))
+        .decode_json::<Reading>()
+        .service_fn(move |Decoded { message, value }: Decoded<Reading>| {
+            record(&rec, &clock, &message, value.sent);
+            ready(Ok::<(), BoxError>(()))
+        });
+    consumer
+        .run(service, tower_mqtt::CancellationToken::new())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// The JSON payload of the `failure` variant (see `publisher::fill`).
+#[derive(Debug, serde::Deserialize)]
+struct Reading {
+    /// Send time, ns since the epoch.
+    sent: u64,
+    /// A sensor value, so the decoder parses a float too.
+    #[allow(dead_code)] // decoded on purpose, never read
+    value: f64,
+    /// Padding up to the payload size.
+    #[allow(dead_code)]
+    pad: String,
 }
 
 /// A `tracing_subscriber` registry with an INFO level filter and no output layer: spans

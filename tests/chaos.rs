@@ -239,12 +239,13 @@ async fn run_chaos(qos: QoS, broker_options: BrokerOptions) {
         }
     });
     let confirmed_at: Arc<Mutex<HashMap<String, (Instant, usize)>>> = Arc::default();
-    let publisher = Publisher::builder(config(&broker, &unique("chaos-pub")))
-        .max_inflight(100)
-        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500))
-        .no_timeout()
-        .build()
-        .unwrap();
+    let publisher =
+        Publisher::builder(config(&broker, &unique("chaos-pub")).proto_ver(ProtoVer::V5))
+            .max_inflight(100)
+            .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500))
+            .no_timeout()
+            .build()
+            .unwrap();
     let publishing = tokio::spawn({
         let (confirmed_at, saves, topic) = (confirmed_at.clone(), saves.clone(), topic.clone());
         async move {
@@ -277,7 +278,8 @@ async fn run_chaos(qos: QoS, broker_options: BrokerOptions) {
     });
 
     // Faults, each once progress shows the system is working again.
-    // When each kill -9 came, and how many saves the broker had started by then.
+    // When the broker was back after each kill -9, and how many saves it had started
+    // before the kill.
     let mut broker_kills: Vec<(Instant, usize)> = Vec::new();
     let mut worst_stall = Duration::ZERO;
     let mut faults = 0;
@@ -298,9 +300,15 @@ async fn run_chaos(qos: QoS, broker_options: BrokerOptions) {
                 broker.start_again();
             }
             Fault::BrokerKill => {
-                broker_kills.push((Instant::now(), saves.load(Ordering::SeqCst)));
+                // Right after a save, so that the broker's own loss (what it accepted
+                // since its last save) stays small and cannot hide one of ours.
+                broker.wait_for_autosave(Duration::from_secs(10)).await;
+                let saved = saves.load(Ordering::SeqCst);
                 broker.stop();
                 broker.start_again();
+                // Confirmations recorded before the restart completed came from the
+                // killed broker (some may be read from the socket after it died).
+                broker_kills.push((Instant::now(), saved));
             }
         }
         faults += 1;
@@ -329,8 +337,8 @@ async fn run_chaos(qos: QoS, broker_options: BrokerOptions) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let confirmed = confirmed_at.lock().unwrap().clone();
     let broker_lost = |id: &str| {
-        // Confirmed before a kill -9 with no save started in between: the broker may
-        // not have written it to disk.
+        // Confirmed by a broker that was then killed, with no save started between the
+        // confirmation and the kill: the broker may not have written it to disk.
         let (at, seen) = confirmed[id];
         broker_kills
             .iter()
@@ -413,12 +421,19 @@ async fn chaos_at_least_once_under_faults_qos1() {
     .await;
 }
 
-/// QoS 2 end to end (publisher and subscription), the same faults.
+/// QoS 2 end to end (publisher and subscription), the same faults. mosquitto 2.0.11
+/// stalls QoS 2 for good behind a limited in-flight window (see the README's broker
+/// notes), so the broker's window is unlimited here (`max_inflight_messages 0`) and the
+/// consumer bounds itself (`max_inflight`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_at_least_once_under_faults_qos2() {
+    let broker = BrokerOptions {
+        max_inflight_messages: Some(0),
+        ..BrokerOptions::default()
+    };
     with_timeout(
         Duration::from_secs(600),
-        run_chaos(QoS::ExactlyOnce, BrokerOptions::default()),
+        run_chaos(QoS::ExactlyOnce, broker),
     )
     .await;
 }

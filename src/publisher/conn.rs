@@ -30,6 +30,9 @@ use crate::error::DownReason;
 
 const TARGET: &str = "tower_mqtt::publisher";
 
+/// MQTT 5 reason code 0x92 Packet Identifier not found (on PUBCOMP).
+const PUBCOMP_NOT_FOUND: u8 = 0x92;
+
 /// Where a handle learns how its publish ended.
 pub(super) type Reply = oneshot::Sender<Result<(), PublishError>>;
 
@@ -441,8 +444,16 @@ impl Task {
                 return;
             }
             PubResp::Ack | PubResp::Rec if reason >= 0x80 => Err(reason),
-            // PUBCOMP: the broker had the message since its PUBREC, whatever the reason
-            // code (0x92 only says it has forgotten the packet id).
+            // MQTT 5 PUBCOMP 0x92 Packet Identifier not found: the broker has no record
+            // of the exchange. Either it completed it and the PUBCOMP was lost with a
+            // connection, or it lost the message (a crash before it saved its state;
+            // mosquitto routes a QoS 2 message only on PUBREL). Publish it again: a
+            // possible duplicate, never a loss.
+            PubResp::Comp if reason == PUBCOMP_NOT_FOUND => {
+                u.stage = Stage::Published;
+                live.io.write_buf().extend_from_slice(&u.packet);
+                return;
+            }
             PubResp::Ack | PubResp::Rec | PubResp::Comp => Ok(()),
         };
         if let Some(u) = self.unconfirmed.remove(&pkid) {

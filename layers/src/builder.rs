@@ -12,6 +12,8 @@ use crate::dead_letter::DeadLetterLayer;
 use crate::decode::Json;
 #[cfg(feature = "decode")]
 use crate::decode::{DecodeLayer, Decoder};
+#[cfg(feature = "partition")]
+use crate::partition::PartitionLayer;
 #[cfg(feature = "retry")]
 use crate::retry::{RetryLayer, RetryPolicy};
 
@@ -85,6 +87,17 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     ) -> ServiceBuilder<Stack<DeadLetterLayer, L>>
     where
         T: Fn(&tower_mqtt::Message) -> String + Send + Sync + 'static;
+
+    /// Run messages with the same `key(message)` one at a time, in arrival order, and
+    /// different keys concurrently: [`PartitionLayer`] (at most
+    /// [`DEFAULT_MAX_WAITING`](crate::partition::DEFAULT_MAX_WAITING) messages wait;
+    /// `.layer(PartitionLayer::new(key).max_waiting(n)?)` for another bound).
+    #[cfg(feature = "partition")]
+    #[must_use]
+    fn partition_by<F, K>(self, key: F) -> ServiceBuilder<Stack<PartitionLayer<F>, L>>
+    where
+        F: Fn(&tower_mqtt::Message) -> K + Send + Sync + 'static,
+        K: std::hash::Hash + Eq + Clone + Send + 'static;
 }
 
 impl<L> sealed::Sealed for ServiceBuilder<L> {}
@@ -126,6 +139,15 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         T: Fn(&tower_mqtt::Message) -> String + Send + Sync + 'static,
     {
         self.layer(DeadLetterLayer::new(publisher, topic))
+    }
+
+    #[cfg(feature = "partition")]
+    fn partition_by<F, K>(self, key: F) -> ServiceBuilder<Stack<PartitionLayer<F>, L>>
+    where
+        F: Fn(&tower_mqtt::Message) -> K + Send + Sync + 'static,
+        K: std::hash::Hash + Eq + Clone + Send + 'static,
+    {
+        self.layer(PartitionLayer::new(key))
     }
 }
 

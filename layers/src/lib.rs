@@ -10,6 +10,7 @@
 //! | [`decode`] | `decode`, `json` | decode payloads into a `T` (JSON with serde_json, or any [`Decoder`](decode::Decoder)); a payload that does not decode is rejected (MQTT 5 reason 0x99), never retried or redelivered |
 //! | [`catch_panic`] | `catch-panic` | a panic in the service fails that one message instead of the connection |
 //! | [`dead_letter`] | `dead-letter` | publish a message the consumer would drop to a dead-letter topic, and let it be acknowledged only once the broker has the dead letter |
+//! | [`partition`] | `partition` | messages with the same key (the topic, or any function of the message) one at a time in arrival order, different keys concurrently, with a bounded wait queue |
 //!
 //! [`ServiceBuilderExt`] adds the failure-handling layers to `tower::ServiceBuilder`
 //! (`.dead_letter(publisher, topic)`, `.catch_panic()`, `.retry_messages(policy)`,
@@ -35,7 +36,8 @@ mod attempts;
     feature = "retry",
     feature = "decode",
     feature = "catch-panic",
-    feature = "dead-letter"
+    feature = "dead-letter",
+    feature = "partition"
 ))]
 mod builder;
 #[cfg(feature = "catch-panic")]
@@ -46,6 +48,8 @@ pub mod dead_letter;
 pub mod decode;
 #[cfg(feature = "otel")]
 pub mod otel;
+#[cfg(feature = "partition")]
+pub mod partition;
 #[cfg(feature = "retry")]
 pub mod retry;
 
@@ -53,6 +57,7 @@ pub mod retry;
     feature = "retry",
     feature = "decode",
     feature = "catch-panic",
-    feature = "dead-letter"
+    feature = "dead-letter",
+    feature = "partition"
 ))]
 pub use self::builder::ServiceBuilderExt;

@@ -14,6 +14,8 @@ use crate::decode::Json;
 use crate::decode::{DecodeLayer, Decoder};
 #[cfg(feature = "partition")]
 use crate::partition::PartitionLayer;
+#[cfg(feature = "rate-limit")]
+use crate::rate_limit::{InvalidRate, SharedRateLimitLayer};
 #[cfg(feature = "retry")]
 use crate::retry::{RetryLayer, RetryPolicy};
 
@@ -98,6 +100,16 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     where
         F: Fn(&tower_mqtt::Message) -> K + Send + Sync + 'static,
         K: std::hash::Hash + Eq + Clone + Send + 'static;
+
+    /// At most `num` calls per `per` over every clone of the stack (all the consumer's
+    /// connections): [`SharedRateLimitLayer`]. `num == 0` or a zero `per` is an
+    /// [`InvalidRate`].
+    #[cfg(feature = "rate-limit")]
+    fn shared_rate_limit(
+        self,
+        num: u32,
+        per: std::time::Duration,
+    ) -> Result<ServiceBuilder<Stack<SharedRateLimitLayer, L>>, InvalidRate>;
 }
 
 impl<L> sealed::Sealed for ServiceBuilder<L> {}
@@ -148,6 +160,15 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         K: std::hash::Hash + Eq + Clone + Send + 'static,
     {
         self.layer(PartitionLayer::new(key))
+    }
+
+    #[cfg(feature = "rate-limit")]
+    fn shared_rate_limit(
+        self,
+        num: u32,
+        per: std::time::Duration,
+    ) -> Result<ServiceBuilder<Stack<SharedRateLimitLayer, L>>, InvalidRate> {
+        Ok(self.layer(SharedRateLimitLayer::new(num, per)?))
     }
 }
 

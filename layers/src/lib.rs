@@ -10,6 +10,7 @@
 //! | [`decode`] | `decode`, `json` | decode payloads into a `T` (JSON with serde_json, or any [`Decoder`](decode::Decoder)); a payload that does not decode is rejected (MQTT 5 reason 0x99), never retried or redelivered |
 //! | [`catch_panic`] | `catch-panic` | a panic in the service fails that one message instead of the connection |
 //! | [`dead_letter`] | `dead-letter` | publish a message the consumer would drop to a dead-letter topic, and let it be acknowledged only once the broker has the dead letter |
+//! | [`rate_limit`] | `rate-limit` | a rate limit (token bucket) shared by every connection of a consumer, `Clone` as `Consumer::run` requires; which tower layers need `.buffer(n)` |
 //! | [`partition`] | `partition` | messages with the same key (the topic, or any function of the message) one at a time in arrival order, different keys concurrently, with a bounded wait queue |
 //!
 //! [`ServiceBuilderExt`] adds the failure-handling layers to `tower::ServiceBuilder`
@@ -37,7 +38,8 @@ mod attempts;
     feature = "decode",
     feature = "catch-panic",
     feature = "dead-letter",
-    feature = "partition"
+    feature = "partition",
+    feature = "rate-limit"
 ))]
 mod builder;
 #[cfg(feature = "catch-panic")]
@@ -50,6 +52,8 @@ pub mod decode;
 pub mod otel;
 #[cfg(feature = "partition")]
 pub mod partition;
+#[cfg(feature = "rate-limit")]
+pub mod rate_limit;
 #[cfg(feature = "retry")]
 pub mod retry;
 
@@ -58,6 +62,7 @@ pub mod retry;
     feature = "decode",
     feature = "catch-panic",
     feature = "dead-letter",
-    feature = "partition"
+    feature = "partition",
+    feature = "rate-limit"
 ))]
 pub use self::builder::ServiceBuilderExt;

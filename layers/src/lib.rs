@@ -11,6 +11,7 @@
 //! | [`catch_panic`] | `catch-panic` | a panic in the service fails that one message instead of the connection |
 //! | [`dead_letter`] | `dead-letter` | publish a message the consumer would drop to a dead-letter topic, and let it be acknowledged only once the broker has the dead letter |
 //! | [`rate_limit`] | `rate-limit` | a rate limit (token bucket) shared by every connection of a consumer, `Clone` as `Consumer::run` requires; which tower layers need `.buffer(n)` |
+//! | [`router`] | `router` | send each message to the most specific route whose topic filter matches, with the wildcards' captures in its extensions and a fallback |
 //! | [`partition`] | `partition` | messages with the same key (the topic, or any function of the message) one at a time in arrival order, different keys concurrently, with a bounded wait queue |
 //!
 //! [`ServiceBuilderExt`] adds the failure-handling layers to `tower::ServiceBuilder`
@@ -56,6 +57,8 @@ pub mod partition;
 pub mod rate_limit;
 #[cfg(feature = "retry")]
 pub mod retry;
+#[cfg(feature = "router")]
+pub mod router;
 
 #[cfg(any(
     feature = "retry",

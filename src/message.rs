@@ -262,14 +262,48 @@ impl Message {
         self.origin.clone()
     }
 
-    /// The first subscribed filter that matches the topic: the low-cardinality name of
-    /// the stream a message belongs to (e.g. `sensors/+/temp` for `sensors/7/temp`).
+    /// The first subscribed filter this message was delivered for (see
+    /// [`subscriptions`](Self::subscriptions)): the low-cardinality name of the stream
+    /// a message belongs to (e.g. `sensors/+/temp` for `sensors/7/temp`).
     pub fn subscription(&self) -> Option<&str> {
-        self.origin
-            .filters
+        self.subscriptions().next()
+    }
+
+    /// Every subscribed filter this message was delivered for.
+    ///
+    /// MQTT 5: the consumer gives each filter a Subscription Identifier, and the
+    /// broker lists the identifiers of the subscriptions a PUBLISH was sent for, so
+    /// this names exactly those filters. A broker may send a message that matches
+    /// several of the consumer's filters once (with every identifier) or once per
+    /// matching subscription (one identifier each). mosquitto 2.0 does the latter on
+    /// MQTT 5: the service is called once per copy, each copy is acknowledged on its
+    /// own, and each names its own filter here (`tests/subscription_ids.rs`); make such
+    /// filters disjoint, or the handler idempotent, if a message must be processed once.
+    /// MQTT 3.1.1 (or a PUBLISH without identifiers): every subscribed filter that
+    /// matches the topic; mosquitto then sends the message once.
+    ///
+    /// ```
+    /// use tower_mqtt::testing::test_message;
+    ///
+    /// // A test message's consumer subscribes to its topic.
+    /// let message = test_message("sensors/7/temp", "21.5");
+    /// assert_eq!(message.subscriptions().collect::<Vec<_>>(), ["sensors/7/temp"]);
+    /// ```
+    pub fn subscriptions(&self) -> impl Iterator<Item = &str> + '_ {
+        let filters = &self.origin.filters;
+        let ids = self
+            .properties
+            .as_deref()
+            .map_or(&[][..], |p| &p.subscription_identifiers[..]);
+        let by_id = ids
             .iter()
-            .find(|f| crate::topic::matches(f, &self.topic))
-            .map(String::as_str)
+            .filter_map(move |id| filters.get(id.checked_sub(1)?))
+            .map(String::as_str);
+        let by_topic = filters
+            .iter()
+            .filter(move |f| ids.is_empty() && crate::topic::matches(f, &self.topic))
+            .map(String::as_str);
+        by_id.chain(by_topic)
     }
 
     /// MQTT 5 PUBLISH properties (user properties included); `None` on MQTT 3.1.1 or

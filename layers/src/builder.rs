@@ -12,8 +12,12 @@ use crate::dead_letter::DeadLetterLayer;
 use crate::decode::Json;
 #[cfg(feature = "decode")]
 use crate::decode::{DecodeLayer, Decoder};
+#[cfg(feature = "partition")]
+use crate::partition::PartitionLayer;
 #[cfg(feature = "poison")]
 use crate::poison::{InvalidMaxDeliveries, MaxDeliveriesLayer};
+#[cfg(feature = "rate-limit")]
+use crate::rate_limit::{InvalidRate, SharedRateLimitLayer};
 #[cfg(feature = "retry")]
 use crate::retry::{RetryLayer, RetryPolicy};
 
@@ -100,6 +104,27 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         self,
         limit: u32,
     ) -> Result<ServiceBuilder<Stack<MaxDeliveriesLayer, L>>, InvalidMaxDeliveries>;
+
+    /// Run messages with the same `key(message)` one at a time, in arrival order, and
+    /// different keys concurrently: [`PartitionLayer`] (at most
+    /// [`DEFAULT_MAX_WAITING`](crate::partition::DEFAULT_MAX_WAITING) messages wait;
+    /// `.layer(PartitionLayer::new(key).max_waiting(n)?)` for another bound).
+    #[cfg(feature = "partition")]
+    #[must_use]
+    fn partition_by<F, K>(self, key: F) -> ServiceBuilder<Stack<PartitionLayer<F>, L>>
+    where
+        F: Fn(&tower_mqtt::Message) -> K + Send + Sync + 'static,
+        K: std::hash::Hash + Eq + Clone + Send + 'static;
+
+    /// At most `num` calls per `per` over every clone of the stack (all the consumer's
+    /// connections): [`SharedRateLimitLayer`]. `num == 0` or a zero `per` is an
+    /// [`InvalidRate`].
+    #[cfg(feature = "rate-limit")]
+    fn shared_rate_limit(
+        self,
+        num: u32,
+        per: std::time::Duration,
+    ) -> Result<ServiceBuilder<Stack<SharedRateLimitLayer, L>>, InvalidRate>;
 }
 
 impl<L> sealed::Sealed for ServiceBuilder<L> {}
@@ -149,6 +174,24 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         limit: u32,
     ) -> Result<ServiceBuilder<Stack<MaxDeliveriesLayer, L>>, InvalidMaxDeliveries> {
         Ok(self.layer(MaxDeliveriesLayer::new(limit)?))
+    }
+
+    #[cfg(feature = "partition")]
+    fn partition_by<F, K>(self, key: F) -> ServiceBuilder<Stack<PartitionLayer<F>, L>>
+    where
+        F: Fn(&tower_mqtt::Message) -> K + Send + Sync + 'static,
+        K: std::hash::Hash + Eq + Clone + Send + 'static,
+    {
+        self.layer(PartitionLayer::new(key))
+    }
+
+    #[cfg(feature = "rate-limit")]
+    fn shared_rate_limit(
+        self,
+        num: u32,
+        per: std::time::Duration,
+    ) -> Result<ServiceBuilder<Stack<SharedRateLimitLayer, L>>, InvalidRate> {
+        Ok(self.layer(SharedRateLimitLayer::new(num, per)?))
     }
 }
 

@@ -11,6 +11,9 @@
 //! | [`catch_panic`] | `catch-panic` | a panic in the service fails that one message instead of the connection |
 //! | [`poison`] | `poison` | a message above `n` deliveries ([`Message::delivery_count`](tower_mqtt::Message::delivery_count)) fails permanently without reaching the service, so it is acknowledged (or dead-lettered) instead of redelivered forever |
 //! | [`dead_letter`] | `dead-letter` | publish a message the consumer would drop to a dead-letter topic, and let it be acknowledged only once the broker has the dead letter |
+//! | [`rate_limit`] | `rate-limit` | a rate limit (token bucket) shared by every connection of a consumer, `Clone` as `Consumer::run` requires; which tower layers need `.buffer(n)` |
+//! | [`router`] | `router` | send each message to the most specific route whose topic filter matches, with the wildcards' captures in its extensions and a fallback |
+//! | [`partition`] | `partition` | messages with the same key (the topic, or any function of the message) one at a time in arrival order, different keys concurrently, with a bounded wait queue |
 //!
 //! [`ServiceBuilderExt`] adds the failure-handling layers to `tower::ServiceBuilder`
 //! (`.dead_letter(publisher, topic)`, `.catch_panic()`, `.retry_messages(policy)`,
@@ -38,7 +41,9 @@ mod attempts;
     feature = "decode",
     feature = "catch-panic",
     feature = "dead-letter",
-    feature = "poison"
+    feature = "poison",
+    feature = "partition",
+    feature = "rate-limit"
 ))]
 mod builder;
 #[cfg(feature = "catch-panic")]
@@ -49,16 +54,24 @@ pub mod dead_letter;
 pub mod decode;
 #[cfg(feature = "otel")]
 pub mod otel;
+#[cfg(feature = "partition")]
+pub mod partition;
 #[cfg(feature = "poison")]
 pub mod poison;
+#[cfg(feature = "rate-limit")]
+pub mod rate_limit;
 #[cfg(feature = "retry")]
 pub mod retry;
+#[cfg(feature = "router")]
+pub mod router;
 
 #[cfg(any(
     feature = "retry",
     feature = "decode",
     feature = "catch-panic",
     feature = "dead-letter",
-    feature = "poison"
+    feature = "poison",
+    feature = "partition",
+    feature = "rate-limit"
 ))]
 pub use self::builder::ServiceBuilderExt;

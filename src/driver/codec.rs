@@ -418,7 +418,15 @@ impl Codec {
         buf.extend_from_slice(&[0x62, 2, hi, lo]);
     }
 
-    pub(crate) fn encode_subscribe(self, pkid: u16, filters: &[(String, QoS)], buf: &mut BytesMut) {
+    /// SUBSCRIBE to `filters`; MQTT 5 with `id`: the Subscription Identifier the
+    /// broker puts on every PUBLISH these filters match (ignored on MQTT 3.1.1).
+    pub(crate) fn encode_subscribe(
+        self,
+        pkid: u16,
+        filters: &[(String, QoS)],
+        id: Option<usize>,
+        buf: &mut BytesMut,
+    ) {
         match self {
             Self::V4 => {
                 let filters = filters
@@ -435,7 +443,10 @@ impl Codec {
                 let subscribe = v5::Subscribe {
                     pkid,
                     filters,
-                    properties: None,
+                    properties: id.map(|id| v5::SubscribeProperties {
+                        id: Some(id),
+                        user_properties: Vec::new(),
+                    }),
                 };
                 write_v5(&v5::Packet::Subscribe(subscribe), buf);
             }

@@ -80,8 +80,8 @@ pub(super) struct Conn {
     keepalive: Keepalive,
     phase: Phase,
     next_pkid: u16,
-    /// Outstanding SUBSCRIBE packet id and its filters.
-    pending_sub: Option<(u16, Vec<(String, QoS)>)>,
+    /// Outstanding SUBSCRIBE packet ids and their filters.
+    pending_sub: Vec<(u16, Vec<(String, QoS)>)>,
 }
 
 impl Conn {
@@ -102,7 +102,7 @@ impl Conn {
             keepalive: Keepalive::new(keepalive),
             phase: Phase::Running,
             next_pkid: 1,
-            pending_sub: None,
+            pending_sub: Vec::new(),
         }
     }
 
@@ -134,13 +134,26 @@ impl Conn {
         }
     }
 
-    /// Queue a SUBSCRIBE to `filters`; the SUBACK is reported by [`Conn::control`].
+    /// Queue the SUBSCRIBE to `filters`; each SUBACK is reported by [`Conn::control`].
+    /// MQTT 5: one SUBSCRIBE per filter, the `i`-th with Subscription Identifier `i + 1`
+    /// (an identifier belongs to a whole SUBSCRIBE packet), so the broker names the
+    /// matching filters on every PUBLISH ([`Message::subscriptions`](crate::Message::subscriptions)).
     pub(super) fn subscribe(&mut self, filters: &[(String, QoS)]) {
+        if self.codec == Codec::V4 {
+            self.subscribe_one(filters, None);
+            return;
+        }
+        for (i, filter) in filters.iter().enumerate() {
+            self.subscribe_one(std::slice::from_ref(filter), Some(i + 1));
+        }
+    }
+
+    fn subscribe_one(&mut self, filters: &[(String, QoS)], id: Option<usize>) {
         let pkid = self.next_pkid;
         self.next_pkid += 1;
         self.codec
-            .encode_subscribe(pkid, filters, self.io.write_buf());
-        self.pending_sub = Some((pkid, filters.to_vec()));
+            .encode_subscribe(pkid, filters, id, self.io.write_buf());
+        self.pending_sub.push((pkid, filters.to_vec()));
     }
 
     /// Decode the next packet from the read buffer.
@@ -314,13 +327,10 @@ impl Conn {
     }
 
     fn suback(&mut self, pkid: u16, codes: &[SubCode], events: &Emitter) {
-        let Some((expected, filters)) = self.pending_sub.take() else {
+        let Some(at) = self.pending_sub.iter().position(|(p, _)| *p == pkid) else {
             return;
         };
-        if expected != pkid {
-            self.pending_sub = Some((expected, filters));
-            return;
-        }
+        let (_, filters) = self.pending_sub.remove(at);
         for (i, (filter, requested)) in filters.iter().enumerate() {
             match codes.get(i) {
                 Some(SubCode::Granted(granted)) => {

@@ -163,6 +163,32 @@ pub enum ConfigError {
     RequiresMqtt5(&'static str),
 }
 
+/// The service panicked while handling one message (in `call` or in its future).
+///
+/// The consumer catches the panic, so the connection carries on: the message fails
+/// with this error, and the consumer's failure rule decides what happens to it (by
+/// default it is redelivered). The panic hook still runs (by default it prints the
+/// panic). `tower-mqtt-layers`' `catch_panic` layer does the same inside a stack, so
+/// that layers above it (retry, dead-letter) see the failure too.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the service panicked: {message}")]
+pub struct ServicePanicked {
+    /// The panic message (`"<non-string panic payload>"` when it was not a string).
+    pub message: String,
+}
+
+impl ServicePanicked {
+    /// From a payload caught by `catch_unwind`.
+    pub(crate) fn from_payload(payload: &(dyn std::any::Any + Send)) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "<non-string panic payload>".to_owned());
+        Self { message }
+    }
+}
+
 /// Why [`Consumer::run`](crate::Consumer::run) returned an error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -185,7 +211,8 @@ pub enum RunError {
         /// The service's error.
         source: BoxError,
     },
-    /// A connection task panicked.
+    /// A connection task panicked (a panic in the service's `call` or future is caught
+    /// and fails that message instead, see [`ServicePanicked`]; this is any other).
     #[error("connection task panicked: {0}")]
     Panicked(String),
 }

@@ -75,7 +75,7 @@ pub use disposition::{
     AckPolicy, Classify, Disposition, OnFailure, OnSuccess, Permanent, Redeliver, Reject,
     RejectReason,
 };
-pub use error::{BoxError, ConfigError, DownReason, RunError};
+pub use error::{BoxError, ConfigError, DownReason, RunError, ServicePanicked};
 pub use event::{Event, Status};
 pub use message::{Message, Origin, PublishProperties};
 #[cfg(feature = "serde")]

@@ -9,9 +9,10 @@
 //! message withheld on one connection comes back on the next one.
 
 use std::future::Future;
+use std::panic::{self, AssertUnwindSafe};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use pin_project_lite::pin_project;
@@ -24,7 +25,7 @@ use super::deliveries::{Deliveries, Identity, Key};
 use super::settings::Settings;
 use crate::config::QoS;
 use crate::disposition::Disposition;
-use crate::error::{BoxError, DownReason};
+use crate::error::{BoxError, DownReason, ServicePanicked};
 use crate::event::{Emitter, Status};
 use crate::message::{Message, Origin};
 
@@ -97,10 +98,16 @@ where
             .as_mut()
             .as_pin_mut()
             .expect("a call slot is only polled while a call runs in it");
-        let result = ready!(fut.poll(cx));
+        // A panic in the service's future fails this message, not the connection.
+        let polled = panic::catch_unwind(AssertUnwindSafe(|| fut.poll(cx)));
+        let result = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(result)) => result.map(|_| ()).map_err(Into::into),
+            Err(payload) => Err(ServicePanicked::from_payload(&*payload).into()),
+        };
         this.fut.set(None);
         let ticket = this.ticket.take().expect("a running call has its ticket");
-        Poll::Ready((ticket, result.map(|_| ()).map_err(Into::into)))
+        Poll::Ready((ticket, result))
     }
 }
 
@@ -271,8 +278,18 @@ where
             origin: self.origin.clone(),
             extensions: http::Extensions::new(),
         };
+        // A panic in `call` fails this message, not the connection.
+        let svc = &mut self.svc;
+        let fut = match panic::catch_unwind(AssertUnwindSafe(|| svc.call(message))) {
+            Ok(fut) => fut,
+            Err(payload) => {
+                let error = ServicePanicked::from_payload(&*payload);
+                self.finish(conn, events, &ticket, &Err(error.into()));
+                return;
+            }
+        };
         let mut call = self.spare.take().unwrap_or_else(Call::empty);
-        call.as_mut().start(self.svc.call(message), ticket);
+        call.as_mut().start(fut, ticket);
         // Many calls finish at once (fast handlers, a hand-off to a channel): finish
         // those here; only calls that wait go into the set that is polled by wake-up.
         match call.as_mut().poll(cx) {

@@ -10,9 +10,11 @@
 //! ([`ConsumerBuilder::classify`](tower_mqtt::ConsumerBuilder::classify)) that rejects
 //! `Panicked` errors, to stop that.
 //!
-//! **Without this layer** a panic unwinds through the connection's task: the consumer
-//! loses that connection and [`run`](tower_mqtt::Consumer::run) ends with
-//! `RunError::Panicked`. Put it at the top of the stack so it covers every layer below.
+//! **Without this layer** the consumer catches the panic itself: the message fails
+//! with `tower_mqtt::ServicePanicked` and the connection carries on. What this layer
+//! adds is *where* the panic becomes an error: inside the stack, so that the layers
+//! above it (a dead-letter layer, your own) see the failure as they
+//! see any other. Put it just below those, above everything that may panic.
 //!
 //! What it does not change: the panic hook still runs (the default hook prints the
 //! panic to stderr), a panic in `poll_ready` is not caught (there is no message to

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use support::consumer::config;
 use support::proxy::Proxy;
 use support::{drain_session, unique, with_timeout, Broker, BrokerOptions};
-use tower::ServiceBuilder;
+use tower::{Service, ServiceBuilder, ServiceExt};
 use tower_mqtt::{BoxError, Consumer, Message, ProtoVer, Publish, Publisher, QoS};
 use tower_mqtt_layers::ServiceBuilderExt;
 
@@ -238,7 +238,9 @@ async fn run_chaos(qos: QoS, broker_options: BrokerOptions) {
             }
         }
     });
-    let confirmed_at: Arc<Mutex<HashMap<String, (Instant, usize)>>> = Arc::default();
+    // For each id: when its publish took a slot, when it was confirmed, and the saves
+    // the broker had started by then.
+    let confirmed_at: Arc<Mutex<HashMap<String, (Instant, Instant, usize)>>> = Arc::default();
     let publisher =
         Publisher::builder(config(&broker, &unique("chaos-pub")).proto_ver(ProtoVer::V5))
             .max_inflight(100)
@@ -249,22 +251,24 @@ async fn run_chaos(qos: QoS, broker_options: BrokerOptions) {
     let publishing = tokio::spawn({
         let (confirmed_at, saves, topic) = (confirmed_at.clone(), saves.clone(), topic.clone());
         async move {
+            let mut publisher = publisher;
             let mut calls = Vec::new();
             for i in 0..MESSAGES {
-                let publisher = publisher.clone();
+                // One of the publisher's slots first: from here on the message is in
+                // flight (sent, or next to be sent), which is what `started` records.
+                let ready = publisher.ready().await.unwrap();
+                let id = format!("m{i}");
+                let call =
+                    ready.call(Publish::new(format!("{topic}/{}", i % 10), id.clone()).qos(qos));
+                let started = Instant::now();
                 let (confirmed_at, saves) = (confirmed_at.clone(), saves.clone());
-                let topic = format!("{topic}/{}", i % 10);
                 calls.push(tokio::spawn(async move {
-                    let id = format!("m{i}");
-                    publisher
-                        .publish(Publish::new(topic, id.clone()).qos(qos))
-                        .await
-                        .unwrap();
+                    call.await.unwrap();
                     let seen = saves.load(Ordering::SeqCst);
                     confirmed_at
                         .lock()
                         .unwrap()
-                        .insert(id, (Instant::now(), seen));
+                        .insert(id, (started, Instant::now(), seen));
                 }));
                 if i % 200 == 199 {
                     // A steady stream rather than one burst, so faults land mid-stream.
@@ -278,9 +282,9 @@ async fn run_chaos(qos: QoS, broker_options: BrokerOptions) {
     });
 
     // Faults, each once progress shows the system is working again.
-    // When the broker was back after each kill -9, and how many saves it had started
-    // before the kill.
-    let mut broker_kills: Vec<(Instant, usize)> = Vec::new();
+    // For each kill -9: when it came, when the broker was back, and how many saves it
+    // had started before the kill.
+    let mut broker_kills: Vec<(Instant, Instant, usize)> = Vec::new();
     let mut worst_stall = Duration::ZERO;
     let mut faults = 0;
     let started = Instant::now();
@@ -304,11 +308,12 @@ async fn run_chaos(qos: QoS, broker_options: BrokerOptions) {
                 // since its last save) stays small and cannot hide one of ours.
                 broker.wait_for_autosave(Duration::from_secs(10)).await;
                 let saved = saves.load(Ordering::SeqCst);
+                let killed = Instant::now();
                 broker.stop();
                 broker.start_again();
                 // Confirmations recorded before the restart completed came from the
                 // killed broker (some may be read from the socket after it died).
-                broker_kills.push((Instant::now(), saved));
+                broker_kills.push((killed, Instant::now(), saved));
             }
         }
         faults += 1;
@@ -337,12 +342,17 @@ async fn run_chaos(qos: QoS, broker_options: BrokerOptions) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let confirmed = confirmed_at.lock().unwrap().clone();
     let broker_lost = |id: &str| {
-        // Confirmed by a broker that was then killed, with no save started between the
-        // confirmation and the kill: the broker may not have written it to disk.
-        let (at, seen) = confirmed[id];
-        broker_kills
-            .iter()
-            .any(|&(killed, saves_at_kill)| at < killed && seen == saves_at_kill)
+        let (started, at, seen) = confirmed[id];
+        broker_kills.iter().any(|&(killed, back, saves_at_kill)| {
+            // Confirmed by a broker that was then killed, with no save started between
+            // the confirmation and the kill: it may not have written it to disk.
+            let unsaved = at < back && seen == saves_at_kill;
+            // QoS 2 in flight across the kill: the broker restarted from an older save
+            // can hold an older exchange with the same packet id, and takes the resent
+            // PUBLISH for that one (MQTT's QoS 2 deduplication by packet id).
+            let reused_id = qos == QoS::ExactlyOnce && started < killed && at > killed;
+            unsaved || reused_id
+        })
     };
     loop {
         let done = processed_unique(&out);
@@ -381,8 +391,12 @@ async fn run_chaos(qos: QoS, broker_options: BrokerOptions) {
             println!("fault at {at:?}: {kind:?} (saves {saves})");
         }
         for id in by_consumer.iter().take(400).step_by(10) {
-            let (at, seen) = confirmed[id.as_str()];
-            println!("lost {id}: confirmed at {:?} (saves {seen})", at - started);
+            let (sent, at, seen) = confirmed[id.as_str()];
+            println!(
+                "lost {id}: sent at {:?}, confirmed at {:?} (saves {seen})",
+                sent - started,
+                at - started
+            );
         }
     }
     assert!(

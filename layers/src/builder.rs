@@ -4,6 +4,8 @@
 use tower::ServiceBuilder;
 use tower_layer::Stack;
 
+#[cfg(feature = "batch")]
+use crate::batch::BatchLayer;
 #[cfg(feature = "catch-panic")]
 use crate::catch_panic::CatchPanicLayer;
 #[cfg(feature = "dead-letter")]
@@ -85,6 +87,12 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     ) -> ServiceBuilder<Stack<DeadLetterLayer, L>>
     where
         T: Fn(&tower_mqtt::Message) -> String + Send + Sync + 'static;
+
+    /// Collect requests into batches for the inner `Service<Batch<R, K>>`:
+    /// [`BatchLayer`] (see [`crate::batch`]).
+    #[cfg(feature = "batch")]
+    #[must_use]
+    fn batch<R, K>(self, batches: BatchLayer<R, K>) -> ServiceBuilder<Stack<BatchLayer<R, K>, L>>;
 }
 
 impl<L> sealed::Sealed for ServiceBuilder<L> {}
@@ -126,6 +134,11 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         T: Fn(&tower_mqtt::Message) -> String + Send + Sync + 'static,
     {
         self.layer(DeadLetterLayer::new(publisher, topic))
+    }
+
+    #[cfg(feature = "batch")]
+    fn batch<R, K>(self, batches: BatchLayer<R, K>) -> ServiceBuilder<Stack<BatchLayer<R, K>, L>> {
+        self.layer(batches)
     }
 }
 

@@ -10,6 +10,7 @@
 //! | [`decode`] | `decode`, `json` | decode payloads into a `T` (JSON with serde_json, or any [`Decoder`](decode::Decoder)); a payload that does not decode is rejected (MQTT 5 reason 0x99), never retried or redelivered |
 //! | [`catch_panic`] | `catch-panic` | a panic in the service fails that one message instead of the connection |
 //! | [`dead_letter`] | `dead-letter` | publish a message the consumer would drop to a dead-letter topic, and let it be acknowledged only once the broker has the dead letter |
+//! | [`batch`] | `batch` | collect messages (or decoded values) into batches for a `Service<Batch<R>>`, by size, time and the consumer's window, across connections; each message keeps its own result |
 //!
 //! [`ServiceBuilderExt`] adds the failure-handling layers to `tower::ServiceBuilder`
 //! (`.dead_letter(publisher, topic)`, `.catch_panic()`, `.retry_messages(policy)`,
@@ -31,11 +32,14 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod attempts;
+#[cfg(feature = "batch")]
+pub mod batch;
 #[cfg(any(
     feature = "retry",
     feature = "decode",
     feature = "catch-panic",
-    feature = "dead-letter"
+    feature = "dead-letter",
+    feature = "batch"
 ))]
 mod builder;
 #[cfg(feature = "catch-panic")]
@@ -53,6 +57,7 @@ pub mod retry;
     feature = "retry",
     feature = "decode",
     feature = "catch-panic",
-    feature = "dead-letter"
+    feature = "dead-letter",
+    feature = "batch"
 ))]
 pub use self::builder::ServiceBuilderExt;

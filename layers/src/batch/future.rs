@@ -7,15 +7,11 @@ use tokio::sync::oneshot;
 use tower_mqtt::BoxError;
 
 use super::error::BatcherUnavailable;
-use super::window::Held;
 
 /// Response future of [`Batcher`](super::Batcher): resolves when the message's batch
 /// is done, with the message's own result.
 pub struct ResponseFuture {
     state: State,
-    /// The message's place in the consumer's window, freed when this future finishes or
-    /// is dropped.
-    held: Option<Held>,
 }
 
 enum State {
@@ -24,17 +20,15 @@ enum State {
 }
 
 impl ResponseFuture {
-    pub(super) fn waiting(reply: oneshot::Receiver<Result<(), BoxError>>, held: Held) -> Self {
+    pub(super) fn waiting(reply: oneshot::Receiver<Result<(), BoxError>>) -> Self {
         Self {
             state: State::Waiting(reply),
-            held: Some(held),
         }
     }
 
-    pub(super) fn failed(error: BoxError, held: Option<Held>) -> Self {
+    pub(super) fn failed(error: BoxError) -> Self {
         Self {
             state: State::Failed(Some(error)),
-            held,
         }
     }
 }
@@ -43,7 +37,7 @@ impl Future for ResponseFuture {
     type Output = Result<(), BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let result = match &mut self.state {
+        Poll::Ready(match &mut self.state {
             State::Waiting(reply) => match ready!(Pin::new(reply).poll(cx)) {
                 Ok(result) => result,
                 Err(_) => Err(BatcherUnavailable::STOPPED.into()),
@@ -51,9 +45,7 @@ impl Future for ResponseFuture {
             State::Failed(error) => Err(error
                 .take()
                 .unwrap_or_else(|| "batch future polled after it completed".into())),
-        };
-        self.held = None;
-        Poll::Ready(result)
+        })
     }
 }
 

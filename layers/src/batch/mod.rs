@@ -171,7 +171,7 @@ pub use self::error::{BatchConfigError, BatchFailed, BatchPanicked, BatcherUnava
 pub use self::future::ResponseFuture;
 pub use self::layer::{BatchBuilder, BatchLayer};
 use self::window::{Held, Window};
-use self::worker::{Item, Worker};
+use self::worker::{Item, Waiter, Worker};
 
 /// A request the batcher can place in the consumer's window: it knows the message it
 /// came from.
@@ -417,7 +417,7 @@ where
         let shared = &*self.shared;
         if !shared.started.load(Ordering::Acquire) {
             if let Err(e) = shared.start() {
-                return ResponseFuture::failed(e.into(), None);
+                return ResponseFuture::failed(e.into());
             }
         }
         let origin = request.message().origin();
@@ -430,18 +430,18 @@ where
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .arrive(origin.client_id());
-        let place = Held::new(shared.window.clone(), place);
         let (reply, result) = oneshot::channel();
         let item = Item {
             key: (shared.key)(&request),
             request,
-            reply,
+            waiter: Waiter::new(reply, Held::new(shared.window.clone(), place)),
             window,
             window_full: held >= window,
         };
         match shared.intake.send(item) {
-            Ok(()) => ResponseFuture::waiting(result, place),
-            Err(_) => ResponseFuture::failed(BatcherUnavailable::STOPPED.into(), Some(place)),
+            Ok(()) => ResponseFuture::waiting(result),
+            // The item, and with it the message's place in the window, is dropped.
+            Err(_) => ResponseFuture::failed(BatcherUnavailable::STOPPED.into()),
         }
     }
 }

@@ -18,15 +18,36 @@ use tower_mqtt::BoxError;
 use tower_service::Service;
 
 use super::error::{BatchFailed, BatchPanicked};
+use super::window::Held;
 use super::{Batch, BatchResponse, Settings};
 
-type Reply = oneshot::Sender<Result<(), BoxError>>;
+/// A message waiting for its batch: where its result goes, and its place in the
+/// consumer's window.
+pub(super) struct Waiter {
+    reply: oneshot::Sender<Result<(), BoxError>>,
+    held: Held,
+}
+
+impl Waiter {
+    pub(super) fn new(reply: oneshot::Sender<Result<(), BoxError>>, held: Held) -> Self {
+        Self { reply, held }
+    }
+
+    /// Hand the message its result. Its place in the window is freed first, by the
+    /// worker, not later when the connection's task polls the message's future: by then
+    /// another connection may already bring new messages, and a count that still held
+    /// this one would flush their batch early.
+    fn send(self, result: Result<(), BoxError>) {
+        drop(self.held);
+        let _ = self.reply.send(result);
+    }
+}
 
 /// One message on its way to the worker.
 pub(super) struct Item<R, K> {
     pub(super) request: R,
     pub(super) key: K,
-    pub(super) reply: Reply,
+    pub(super) waiter: Waiter,
     /// What the consumer's connections can hold (`max_inflight × connections`).
     pub(super) window: usize,
     /// With this message the connections hold their whole window: nothing more arrives
@@ -38,13 +59,13 @@ pub(super) struct Item<R, K> {
 struct Open<R> {
     id: u64,
     requests: Vec<R>,
-    replies: Vec<Reply>,
+    replies: Vec<Waiter>,
 }
 
 /// A flushed batch waiting for a free slot.
 struct Sealed<R, K> {
     batch: Batch<R, K>,
-    replies: Vec<Reply>,
+    replies: Vec<Waiter>,
 }
 
 pub(super) struct Worker<S, R, K>
@@ -120,7 +141,7 @@ where
         let Item {
             request,
             key,
-            reply,
+            waiter,
             window_full,
             ..
         } = item;
@@ -138,7 +159,7 @@ where
         }
         let open = self.open.get_mut(&key).expect("opened above");
         open.requests.push(request);
-        open.replies.push(reply);
+        open.replies.push(waiter);
         if open.requests.len() >= cap {
             self.seal(key);
         }
@@ -259,15 +280,15 @@ where
 }
 
 /// Every message of a failed batch gets the batch's error.
-fn fail(replies: Vec<Reply>, error: &Arc<BoxError>) {
+fn fail(replies: Vec<Waiter>, error: &Arc<BoxError>) {
     let size = replies.len();
     for (index, reply) in replies.into_iter().enumerate() {
-        let _ = reply.send(Err(BatchFailed::new(error.clone(), size, index).into()));
+        reply.send(Err(BatchFailed::new(error.clone(), size, index).into()));
     }
 }
 
 /// Hand each message of a finished batch its result.
-fn deliver(replies: Vec<Reply>, result: Result<BatchResponse, BoxError>) {
+fn deliver(replies: Vec<Waiter>, result: Result<BatchResponse, BoxError>) {
     let response = match result {
         Ok(response) => response,
         Err(e) => return fail(replies, &Arc::new(e)),
@@ -290,7 +311,7 @@ fn deliver(replies: Vec<Reply>, result: Result<BatchResponse, BoxError>) {
         }
     }
     for (reply, result) in replies.into_iter().zip(results) {
-        let _ = reply.send(result);
+        reply.send(result);
     }
 }
 
@@ -299,7 +320,7 @@ pin_project! {
     struct InFlight<F> {
         #[pin]
         call: Call<F>,
-        replies: Option<Vec<Reply>>,
+        replies: Option<Vec<Waiter>>,
     }
 }
 
@@ -317,7 +338,7 @@ where
     T: Into<BatchResponse>,
     E: Into<BoxError>,
 {
-    type Output = (Vec<Reply>, Result<BatchResponse, BoxError>);
+    type Output = (Vec<Waiter>, Result<BatchResponse, BoxError>);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();

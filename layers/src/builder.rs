@@ -4,6 +4,8 @@
 use tower::ServiceBuilder;
 use tower_layer::Stack;
 
+#[cfg(feature = "batch")]
+use crate::batch::BatchLayer;
 #[cfg(feature = "catch-panic")]
 use crate::catch_panic::CatchPanicLayer;
 #[cfg(feature = "dead-letter")]
@@ -125,6 +127,12 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
         num: u32,
         per: std::time::Duration,
     ) -> Result<ServiceBuilder<Stack<SharedRateLimitLayer, L>>, InvalidRate>;
+
+    /// Collect requests into batches for the inner `Service<Batch<R, K>>`:
+    /// [`BatchLayer`] (see [`crate::batch`]).
+    #[cfg(feature = "batch")]
+    #[must_use]
+    fn batch<R, K>(self, batches: BatchLayer<R, K>) -> ServiceBuilder<Stack<BatchLayer<R, K>, L>>;
 }
 
 impl<L> sealed::Sealed for ServiceBuilder<L> {}
@@ -192,6 +200,11 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
         per: std::time::Duration,
     ) -> Result<ServiceBuilder<Stack<SharedRateLimitLayer, L>>, InvalidRate> {
         Ok(self.layer(SharedRateLimitLayer::new(num, per)?))
+    }
+
+    #[cfg(feature = "batch")]
+    fn batch<R, K>(self, batches: BatchLayer<R, K>) -> ServiceBuilder<Stack<BatchLayer<R, K>, L>> {
+        self.layer(batches)
     }
 }
 

@@ -14,11 +14,13 @@
 //! | [`rate_limit`] | `rate-limit` | a rate limit (token bucket) shared by every connection of a consumer, `Clone` as `Consumer::run` requires; which tower layers need `.buffer(n)` |
 //! | [`router`] | `router` | send each message to the most specific route whose topic filter matches, with the wildcards' captures in its extensions and a fallback |
 //! | [`partition`] | `partition` | messages with the same key (the topic, or any function of the message) one at a time in arrival order, different keys concurrently, with a bounded wait queue |
+//! | [`batch`] | `batch` | collect messages (or decoded values) into batches for a `Service<Batch<R>>`, by size, time and the consumer's window, across connections; each message keeps its own result |
 //!
 //! [`ServiceBuilderExt`] adds the failure-handling layers to `tower::ServiceBuilder`
 //! (`.dead_letter(publisher, topic)`, `.catch_panic()`, `.retry_messages(policy)`,
 //! `.decode_json::<T>()`,
-//! `.decode(decoder)`, `.max_deliveries(n)`).
+//! `.decode(decoder)`, `.max_deliveries(n)`), and the flow layers (`.batch(..)`,
+//! `.partition_by(key)`, `.shared_rate_limit(n, per)`).
 //!
 #![cfg_attr(
     any(
@@ -36,6 +38,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod attempts;
+#[cfg(feature = "batch")]
+pub mod batch;
 #[cfg(any(
     feature = "retry",
     feature = "decode",
@@ -43,7 +47,8 @@ mod attempts;
     feature = "dead-letter",
     feature = "poison",
     feature = "partition",
-    feature = "rate-limit"
+    feature = "rate-limit",
+    feature = "batch"
 ))]
 mod builder;
 #[cfg(feature = "catch-panic")]
@@ -72,6 +77,7 @@ pub mod router;
     feature = "dead-letter",
     feature = "poison",
     feature = "partition",
-    feature = "rate-limit"
+    feature = "rate-limit",
+    feature = "batch"
 ))]
 pub use self::builder::ServiceBuilderExt;

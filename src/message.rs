@@ -312,12 +312,13 @@ impl Message {
         self.properties.as_deref()
     }
 
-    /// Typed data attached by layers.
+    /// Typed data attached by layers: an [`http::Extensions`] map keyed by type, as in
+    /// tower-http (for example the retry layer's attempt number, the router's captures).
     pub fn extensions(&self) -> &Extensions {
         &self.extensions
     }
 
-    /// Typed data attached by layers, mutably.
+    /// Typed data attached by layers ([`http::Extensions`]), mutably.
     pub fn extensions_mut(&mut self) -> &mut Extensions {
         &mut self.extensions
     }

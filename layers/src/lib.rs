@@ -61,8 +61,32 @@
 #![cfg_attr(not(feature = "partition"), doc = "[partition]: #features")]
 #![cfg_attr(feature = "batch", doc = "[batch]: crate::batch")]
 #![cfg_attr(not(feature = "batch"), doc = "[batch]: #features")]
-#![cfg_attr(any(feature = "retry", feature = "decode", feature = "catch-panic", feature = "dead-letter", feature = "poison", feature = "partition", feature = "rate-limit", feature = "batch"), doc = "[ServiceBuilderExt]: crate::ServiceBuilderExt")]
-#![cfg_attr(not(any(feature = "retry", feature = "decode", feature = "catch-panic", feature = "dead-letter", feature = "poison", feature = "partition", feature = "rate-limit", feature = "batch")), doc = "[ServiceBuilderExt]: #features")]
+#![cfg_attr(
+    any(
+        feature = "retry",
+        feature = "decode",
+        feature = "catch-panic",
+        feature = "dead-letter",
+        feature = "poison",
+        feature = "partition",
+        feature = "rate-limit",
+        feature = "batch"
+    ),
+    doc = "[ServiceBuilderExt]: crate::ServiceBuilderExt"
+)]
+#![cfg_attr(
+    not(any(
+        feature = "retry",
+        feature = "decode",
+        feature = "catch-panic",
+        feature = "dead-letter",
+        feature = "poison",
+        feature = "partition",
+        feature = "rate-limit",
+        feature = "batch"
+    )),
+    doc = "[ServiceBuilderExt]: #features"
+)]
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

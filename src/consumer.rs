@@ -36,6 +36,7 @@ pub struct ConsumerBuilder {
     redeliver_after: Duration,
     backoff: ReconnectBackoff,
     max_reconnect_attempts: Option<u32>,
+    retired_up_to: usize,
     hook: Option<Hook>,
     watch_drops: bool,
 }
@@ -233,6 +234,20 @@ impl ConsumerBuilder {
         self
     }
 
+    /// After scaling down, drain the sessions of the connections this consumer no longer
+    /// runs: connection indices `concurrency..up_to` (say `up_to` = the largest
+    /// `concurrency` ever used). Each such session (`<client_id>_<k>`) is resumed with
+    /// the same service, unsubscribed from the filters so that no new messages go to
+    /// it, and once what it held is processed and acknowledged (nothing has arrived for
+    /// a second) the session is ended, so the broker keeps nothing for it. Without this,
+    /// messages queued for a retired session wait until the session expires and are
+    /// then lost. A session that does not exist is created and ended at once. Needs
+    /// `clean_start(false)` (the default); see the README's notes on scaling down.
+    pub fn drain_retired_sessions(mut self, up_to: usize) -> Self {
+        self.retired_up_to = up_to;
+        self
+    }
+
     /// Apply the options loaded from a config file: each field that is set calls the
     /// builder method of its name (topics are added after those already there), and
     /// `build()` checks the values as usual. Feature `serde`; see [`ConsumerOptions`].
@@ -305,6 +320,13 @@ impl ConsumerBuilder {
         {
             return Err(ConfigError::RedeliverNeedsSession);
         }
+        if self.retired_up_to > self.concurrency && c.clean_start {
+            return Err(ConfigError::ConflictingOption {
+                option: "drain_retired_sessions".into(),
+                other: "clean_start(true)",
+                resolution: "with clean_start(true) the broker keeps no session to drain; drop drain_retired_sessions, or use clean_start(false)",
+            });
+        }
         if self.drain_timeout.is_zero() {
             return Err(ConfigError::ZeroDuration("drain_timeout"));
         }
@@ -365,6 +387,8 @@ impl ConsumerBuilder {
                 backoff,
                 max_reconnect_attempts,
                 hook: self.hook,
+                unsubscribe: Vec::new(),
+                retired_up_to: self.retired_up_to,
                 config: self.config,
             }),
         })
@@ -417,6 +441,7 @@ impl Consumer {
                 max: Duration::from_secs(30),
             },
             max_reconnect_attempts: None,
+            retired_up_to: 0,
             hook: None,
             watch_drops: false,
         }
@@ -449,6 +474,21 @@ impl Consumer {
             .backoff(self.settings.backoff.clone())
     }
 
+    /// Where the messages of connection `index` come from.
+    fn origin(&self, index: usize) -> Arc<Origin> {
+        Arc::new(Origin {
+            client_id: self.client_id(index),
+            producer_index: index,
+            shared_group: self.settings.shared_group.clone(),
+            host: self.settings.config.host.clone(),
+            port: self.settings.config.port,
+            filters: self.settings.filters.clone(),
+            decider: self.decider.clone(),
+            max_inflight: self.settings.max_inflight,
+            connections: self.settings.concurrency,
+        })
+    }
+
     /// Client id of connection `index` (`<client_id>_<index>`).
     #[must_use]
     pub fn client_id(&self, index: usize) -> String {
@@ -471,20 +511,23 @@ impl Consumer {
         let stop = shutdown.child_token();
         let mut tasks = JoinSet::new();
         for index in 0..self.settings.concurrency {
-            let origin = Arc::new(Origin {
-                client_id: self.client_id(index),
-                producer_index: index,
-                shared_group: self.settings.shared_group.clone(),
-                host: self.settings.config.host.clone(),
-                port: self.settings.config.port,
-                filters: self.settings.filters.clone(),
-                decider: self.decider.clone(),
-                max_inflight: self.settings.max_inflight,
-                connections: self.settings.concurrency,
-            });
-            let driver = Driver::new(self.settings.clone(), origin, service.clone(), stop.clone());
+            let driver = Driver::new(
+                self.settings.clone(),
+                self.origin(index),
+                service.clone(),
+                stop.clone(),
+            );
             tasks.spawn(driver.run());
         }
+        let retired = self.settings.concurrency..self.settings.retired_up_to;
+        crate::retire::spawn(
+            &self.settings,
+            retired,
+            |index| self.origin(index),
+            &service,
+            &stop,
+            &mut tasks,
+        );
         let watch = self.watch_drops.then(|| {
             let (settings, token) = (self.settings.clone(), stop.child_token());
             let watching = token.clone();

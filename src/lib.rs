@@ -63,6 +63,7 @@ pub mod migration;
 #[cfg(feature = "serde")]
 mod options;
 pub mod publisher;
+mod retire;
 pub mod signal;
 mod sys_watch;
 pub mod testing;

@@ -207,7 +207,7 @@ const LAYERS: &[&[&str]] = &[
     &["message", "options"],
     &["event", "testing"],
     &["driver"],
-    &["publisher", "sys_watch"],
+    &["publisher", "sys_watch", "retire"],
     &["consumer"],
 ];
 

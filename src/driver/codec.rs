@@ -453,6 +453,28 @@ impl Codec {
         }
     }
 
+    /// UNSUBSCRIBE from `filters` (a retired connection stops receiving new messages
+    /// while it drains what its session holds).
+    pub(crate) fn encode_unsubscribe(self, pkid: u16, filters: &[String], buf: &mut BytesMut) {
+        match self {
+            Self::V4 => write_v4(
+                &v4::Packet::Unsubscribe(v4::Unsubscribe {
+                    pkid,
+                    topics: filters.to_vec(),
+                }),
+                buf,
+            ),
+            Self::V5 => write_v5(
+                &v5::Packet::Unsubscribe(v5::Unsubscribe {
+                    pkid,
+                    filters: filters.to_vec(),
+                    properties: None,
+                }),
+                buf,
+            ),
+        }
+    }
+
     pub(crate) fn encode_ping(self, buf: &mut BytesMut) {
         match self {
             Self::V4 => write_v4(&v4::Packet::PingReq, buf),

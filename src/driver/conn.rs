@@ -139,6 +139,9 @@ impl Conn {
     /// (an identifier belongs to a whole SUBSCRIBE packet), so the broker names the
     /// matching filters on every PUBLISH ([`Message::subscriptions`](crate::Message::subscriptions)).
     pub(super) fn subscribe(&mut self, filters: &[(String, QoS)]) {
+        if filters.is_empty() {
+            return;
+        }
         if self.codec == Codec::V4 {
             self.subscribe_one(filters, None);
             return;
@@ -146,6 +149,17 @@ impl Conn {
         for (i, filter) in filters.iter().enumerate() {
             self.subscribe_one(std::slice::from_ref(filter), Some(i + 1));
         }
+    }
+
+    /// UNSUBSCRIBE from `filters` (the UNSUBACK needs no answer).
+    pub(super) fn unsubscribe(&mut self, filters: &[String]) {
+        if filters.is_empty() {
+            return;
+        }
+        let pkid = self.next_pkid;
+        self.next_pkid += 1;
+        self.codec
+            .encode_unsubscribe(pkid, filters, self.io.write_buf());
     }
 
     fn subscribe_one(&mut self, filters: &[(String, QoS)], id: Option<usize>) {

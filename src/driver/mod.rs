@@ -69,6 +69,46 @@ use conn::{Conn, Exit};
 use dispatch::{Broken, Dispatcher};
 use io::Buffered;
 
+/// End the session of `client_id` on the broker: connect with a clean start (no
+/// session expiry), then DISCONNECT, so the broker discards the session and anything
+/// it still held. Used once a retired slot has drained its session.
+pub(crate) async fn forget_session(settings: &Settings, client_id: &str) -> Result<(), DownReason> {
+    let config = &settings.config;
+    let codec = settings.codec();
+    let params = codec::ConnectParams {
+        client_id,
+        keepalive_secs: config.keepalive.as_secs() as u16,
+        clean_start: true,
+        username: config.username.as_deref(),
+        password: config.password.as_ref().map(|p| p.0.as_str()),
+        session_expiry: None,
+        receive_maximum: None,
+        max_packet_size: None,
+        will: None,
+        bridge_mode: config.bridge_mode,
+        properties: None,
+    };
+    let (mut io, _) = handshake::connect(config, codec, &params).await?;
+    codec.encode_disconnect(io.write_buf());
+    let flushed = poll_fn(|cx| match io.poll_write(cx) {
+        Err(e) => Poll::Ready(Err(e)),
+        Ok(_) if io.is_flushed() => Poll::Ready(Ok(())),
+        Ok(_) => Poll::Pending,
+    });
+    tokio::time::timeout(config.connect_timeout, flushed)
+        .await
+        .unwrap_or(Err(DownReason::Timeout))?;
+    let linger = poll_fn(|cx| {
+        if io.poll_linger(cx) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    });
+    let _ = tokio::time::timeout(config.connect_timeout, linger).await;
+    Ok(())
+}
+
 /// Drives one connection slot (`<client_id>_<index>`) until shutdown.
 pub(crate) struct Driver<S>
 where
@@ -227,6 +267,7 @@ where
             self.subscribed_once = true;
             conn.subscribe(&self.settings.subscriptions);
         }
+        conn.unsubscribe(&self.settings.unsubscribe);
         let exit = poll_fn(|cx| self.poll_conn(&mut conn, cx)).await;
         self.dispatch.connection_closed();
         exit

@@ -12,6 +12,7 @@ use crate::event::Hook;
 use crate::message::Origin;
 
 /// Everything a connection driver needs, validated.
+#[derive(Clone)]
 pub(crate) struct Settings {
     pub(crate) config: Config,
     pub(crate) client_id: String,
@@ -27,6 +28,11 @@ pub(crate) struct Settings {
     pub(crate) backoff: ReconnectBackoff,
     pub(crate) max_reconnect_attempts: Option<u32>,
     pub(crate) hook: Option<Hook>,
+    /// Filters to UNSUBSCRIBE on every connection: a retired slot draining its session
+    /// (`ConsumerBuilder::drain_retired_sessions`), which subscribes to nothing.
+    pub(crate) unsubscribe: Vec<String>,
+    /// `ConsumerBuilder::drain_retired_sessions(up_to)`: slots `concurrency..up_to`.
+    pub(crate) retired_up_to: usize,
 }
 
 impl Settings {

@@ -1,0 +1,122 @@
+//! Scaling down without stranding messages: after `concurrency(2)`, a consumer with
+//! `concurrency(1)` and `drain_retired_sessions(2)` also drains and ends the session of
+//! connection 1, which nobody would resume otherwise.
+
+mod support;
+
+use std::time::Duration;
+
+use support::consumer::{builder, config, left_in_session, spawn, Ev, Processed};
+use support::{publish_many, unique, with_timeout, Broker, BrokerOptions, QoS, TestClient};
+use tower::service_fn;
+use tower_mqtt::{BoxError, Message, ProtoVer, QoS as Q};
+
+fn recording(
+    processed: &Processed,
+) -> impl tower::Service<Message, Response = (), Error = BoxError, Future = impl Send> + Clone {
+    let p = processed.clone();
+    service_fn(move |m: Message| {
+        p.record(m.payload());
+        async { Ok::<_, BoxError>(()) }
+    })
+}
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Run `concurrency(2)`, stop, publish 400 while nobody is connected (the broker splits
+/// them over both sessions), then run `concurrency(1)`, draining retired sessions or not.
+/// Returns the distinct messages processed, and the broker and ids for the checks.
+async fn scale_down(proto: ProtoVer, drain: bool) -> (Broker, String, String, Processed) {
+    let broker = Broker::start(BrokerOptions::default());
+    let (id, topic) = (unique("scale"), unique("t"));
+    let cfg = || config(&broker, &id).proto_ver(proto);
+    let group = |b: tower_mqtt::ConsumerBuilder| b.shared_group("g");
+
+    let processed = Processed::default();
+    let two = spawn(
+        group(builder(cfg(), &topic, Q::AtLeastOnce)).concurrency(2),
+        recording(&processed),
+    );
+    two.events.wait_subscribed(2, 1).await;
+    two.stop().await.unwrap();
+
+    let payloads: Vec<Vec<u8>> = (0..N).map(|i| format!("m{i}").into_bytes()).collect();
+    publish_many(&broker, &topic, QoS::AtLeastOnce, payloads).await;
+
+    let mut one = group(builder(cfg(), &topic, Q::AtLeastOnce)).concurrency(1);
+    if drain {
+        one = one.drain_retired_sessions(2);
+    }
+    let running = spawn(one, recording(&processed));
+    running.events.wait_subscribed(1, 1).await;
+    if drain {
+        running
+            .events
+            .wait_count(N, WAIT, |e| matches!(e, Ev::Ack { .. }))
+            .await;
+        // Stopped at the first run, then the retired slot's DISCONNECT, then the
+        // clean-start connection that ends the session.
+        broker
+            .wait_for_log_count(&format!("Client {id}_1 disconnected"), 3, WAIT)
+            .await;
+    }
+    running.stop().await.unwrap();
+    (broker, id, topic, processed)
+}
+
+const N: usize = 400;
+
+#[tokio::test]
+async fn a_retired_session_is_drained_and_ended_mqtt5() {
+    with_timeout(Duration::from_secs(120), async {
+        drained_and_ended(ProtoVer::V5).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_retired_session_is_drained_and_ended_mqtt311() {
+    with_timeout(Duration::from_secs(120), async {
+        drained_and_ended(ProtoVer::V4).await;
+    })
+    .await;
+}
+
+/// The control: without the option, connection 1's share stays stranded in its session.
+#[tokio::test]
+async fn without_the_option_the_retired_share_is_stranded() {
+    with_timeout(Duration::from_secs(120), async {
+        let (broker, id, _, processed) = scale_down(ProtoVer::V5, false).await;
+        // Connection 1's session is still there, and hands out what it held.
+        let mut session = TestClient::connect(&broker, &format!("{id}_1"), false, false).await;
+        assert!(
+            session.session_present(),
+            "connection 1's session is on the broker"
+        );
+        let stranded = session.next_publish(WAIT).await;
+        assert!(
+            !processed.contains(&stranded.payload),
+            "a message the consumer never processed was waiting in it"
+        );
+    })
+    .await;
+}
+
+async fn drained_and_ended(proto: ProtoVer) {
+    let (broker, id, topic, processed) = scale_down(proto, true).await;
+    assert_eq!(
+        processed.distinct(),
+        N,
+        "{proto:?}: every message processed, those of connection 1 through the retired slot"
+    );
+    let probe = TestClient::connect(&broker, &format!("{id}_1"), false, false).await;
+    assert!(
+        !probe.session_present(),
+        "{proto:?}: the retired session is ended"
+    );
+    probe.disconnect(WAIT).await;
+    assert!(
+        left_in_session(&broker, &id, &topic, 2).await.is_empty(),
+        "{proto:?}"
+    );
+}

@@ -590,3 +590,45 @@ async fn a_publish_reusing_a_packet_id_in_flight_is_called_again_and_acked_twice
     })
     .await;
 }
+
+/// 4b. Garbage whose first byte is a reserved packet type but whose length looks
+/// plausible (64 KiB, under `max_packet_size`): refused from the first byte as a
+/// `Protocol` error, not waited on until the keepalive gives up.
+#[tokio::test]
+async fn garbage_with_a_plausible_length_is_refused_from_its_first_byte() {
+    with_timeout(Duration::from_secs(30), async {
+        let server = FakeServer::start(|mut conn| async move {
+            accept_v4(&mut conn).await;
+            if conn.index == 0 {
+                // Type 0 (reserved), remaining length 65,535, then no body.
+                conn.write(&[0x00, 0xff, 0xff, 0x03]).await;
+            }
+            conn.hold_open().await;
+        })
+        .await;
+        let keepalive = Duration::from_secs(5);
+        let running = spawn(
+            builder(
+                server.config(&unique("garbage64k")).keepalive(keepalive),
+                &unique("t"),
+                Q::AtLeastOnce,
+            ),
+            ok_service(),
+        );
+        running
+            .events
+            .wait(Duration::from_secs(20), |e| matches!(e, Ev::Down(..)))
+            .await;
+        let reasons = downs(&running.events);
+        assert!(
+            matches!(&reasons[0], DownReason::Protocol(_)),
+            "{reasons:?}"
+        );
+        let down = running.events.times(|e| matches!(e, Ev::Down(..)))[0];
+        let accepted = tokio::time::Instant::from_std(server.accepted()[0]);
+        assert!(down - accepted < keepalive, "took {:?}", down - accepted);
+        server.wait_accepted(2, Duration::from_secs(10)).await;
+        running.stop().await.unwrap();
+    })
+    .await;
+}

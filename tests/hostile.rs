@@ -632,3 +632,78 @@ async fn garbage_with_a_plausible_length_is_refused_from_its_first_byte() {
     })
     .await;
 }
+
+/// A second CONNACK on a live connection: a `Protocol` error, then a reconnect.
+#[tokio::test]
+async fn a_second_connack_is_a_protocol_error() {
+    with_timeout(Duration::from_secs(30), async {
+        let server = FakeServer::start(|mut conn| async move {
+            accept_v4(&mut conn).await;
+            if conn.index == 0 {
+                conn.write(&connack_v4(0)).await;
+            }
+            conn.hold_open().await;
+        })
+        .await;
+        let running = spawn(
+            builder(
+                server.config(&unique("connack2")),
+                &unique("t"),
+                Q::AtLeastOnce,
+            ),
+            ok_service(),
+        );
+        running
+            .events
+            .wait(Duration::from_secs(20), |e| matches!(e, Ev::Down(..)))
+            .await;
+        let reasons = downs(&running.events);
+        assert!(
+            matches!(&reasons[0], DownReason::Protocol(m) if m.contains("CONNACK")),
+            "{reasons:?}"
+        );
+        server.wait_accepted(2, Duration::from_secs(10)).await;
+        running.stop().await.unwrap();
+    })
+    .await;
+}
+
+/// 8c. A SUBACK for a packet id the consumer has no SUBSCRIBE outstanding for: a
+/// `Protocol` error (before, it was dropped and the subscription was never reported
+/// either way), and the next connection subscribes again.
+#[tokio::test]
+async fn a_suback_for_an_unknown_packet_id_is_a_protocol_error_and_resubscribed() {
+    with_timeout(Duration::from_secs(30), async {
+        let server = FakeServer::start(|mut conn| async move {
+            if conn.index == 0 {
+                conn.read_connect().await;
+                conn.write(&connack_v4(0)).await;
+                let subscribe = conn.read_packet().await.expect("SUBSCRIBE");
+                conn.write(&suback_v4(subscribe.pkid().wrapping_add(100), &[1]))
+                    .await;
+            } else {
+                accept_v4(&mut conn).await;
+            }
+            conn.hold_open().await;
+        })
+        .await;
+        let running = spawn(
+            builder(
+                server.config(&unique("subackid")),
+                &unique("t"),
+                Q::AtLeastOnce,
+            ),
+            ok_service(),
+        );
+        running.events.wait_subscribed(1, 1).await;
+        let reasons = downs(&running.events);
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(
+            matches!(&reasons[0], DownReason::Protocol(m) if m.contains("SUBACK")),
+            "{reasons:?}"
+        );
+        assert_eq!(server.accepted().len(), 2);
+        running.stop().await.unwrap();
+    })
+    .await;
+}

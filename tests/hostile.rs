@@ -707,3 +707,78 @@ async fn a_suback_for_an_unknown_packet_id_is_a_protocol_error_and_resubscribed(
     })
     .await;
 }
+
+/// A PUBLISH with an empty topic name (3.1.1 forbids it; MQTT 5 allows it only with a
+/// Topic Alias, which the consumer does not enable): a `Protocol` error, never a call
+/// with topic `""`, and not acknowledged (MQTT 5 with and without a Topic Alias
+/// property).
+#[tokio::test]
+async fn a_publish_with_an_empty_topic_is_a_protocol_error_and_not_acknowledged() {
+    for (proto, alias) in [
+        (ProtoVer::V4, false),
+        (ProtoVer::V5, false),
+        (ProtoVer::V5, true),
+    ] {
+        empty_topic(proto, alias).await;
+    }
+}
+
+async fn empty_topic(proto: ProtoVer, alias: bool) {
+    with_timeout(Duration::from_secs(30), async {
+        let (sent_tx, mut sent) = mpsc::unbounded_channel();
+        let server = FakeServer::start(move |mut conn| {
+            let sent_tx = sent_tx.clone();
+            async move {
+                conn.read_connect().await;
+                if proto == ProtoVer::V5 {
+                    conn.write(&connack_v5(0)).await;
+                } else {
+                    conn.write(&connack_v4(0)).await;
+                }
+                if conn.index > 0 {
+                    return conn.hold_open().await;
+                }
+                // Topic length 0, packet id 1, [properties], payload "x".
+                let mut body = vec![0, 0, 0, 1];
+                if proto == ProtoVer::V5 {
+                    body.extend_from_slice(if alias {
+                        &[3, 0x23, 0, 1][..] // Topic Alias 1
+                    } else {
+                        &[0][..]
+                    });
+                }
+                body.push(b'x');
+                conn.write(&packet(0x32, &body)).await;
+                let _ = sent_tx.send(conn.read_until_closed().await);
+            }
+        })
+        .await;
+        let running = spawn(
+            builder(
+                server.config(&unique("emptytopic")).proto_ver(proto),
+                &unique("t"),
+                Q::AtLeastOnce,
+            ),
+            ok_service(),
+        );
+        let sent = sent.recv().await.expect("first connection's packets");
+        running
+            .events
+            .wait(Duration::from_secs(20), |e| matches!(e, Ev::Down(..)))
+            .await;
+        let reasons = downs(&running.events);
+        assert!(
+            matches!(&reasons[0], DownReason::Protocol(m) if m.contains("empty topic")),
+            "{proto:?} alias {alias}: {reasons:?}"
+        );
+        assert_eq!(running.events.count(|e| matches!(e, Ev::Start { .. })), 0);
+        assert!(
+            sent.iter()
+                .all(|p| p.kind() != PUBACK && p.kind() != PUBREC),
+            "{proto:?}: the client acknowledged it: {sent:?}"
+        );
+        server.wait_accepted(2, Duration::from_secs(10)).await;
+        running.stop().await.unwrap();
+    })
+    .await;
+}

@@ -230,6 +230,12 @@ impl Codec {
             return malformed("no topic length");
         }
         let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        if topic_len == 0 {
+            // A topic name has at least one character (MQTT-4.7.3-1); MQTT 5 allows an
+            // empty one only with a Topic Alias, which the consumer never enables (Topic
+            // Alias Maximum 0). Checked before the properties: every PUBLISH passes here.
+            return malformed("empty topic name (topic aliases are not enabled)");
+        }
         let mut at = 2 + topic_len;
         let pkid = if qos == QoS::AtMostOnce {
             0

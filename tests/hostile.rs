@@ -782,3 +782,68 @@ async fn empty_topic(proto: ProtoVer, alias: bool) {
     })
     .await;
 }
+
+/// 9b. The same at QoS 2: both calls run, two PUBRECs for 7 go out, the broker's one
+/// PUBREL for 7 gets its PUBCOMP, and shutdown still completes within the drain timeout.
+/// (Today it takes the whole drain timeout: the connection counts PUBRECs awaiting a
+/// PUBREL, two here, and the broker has one exchange for id 7, so it sends one PUBREL.
+/// Bounded, nothing lost; reported, not changed.)
+#[tokio::test]
+async fn a_qos2_publish_reusing_a_packet_id_in_flight_gets_two_pubrecs_and_one_pubcomp() {
+    with_timeout(Duration::from_secs(30), async {
+        let (sent_tx, mut sent) = mpsc::unbounded_channel();
+        let server = FakeServer::start(move |mut conn| {
+            let sent_tx = sent_tx.clone();
+            async move {
+                let filters = accept_v4(&mut conn).await;
+                let topic = filters[0].as_bytes();
+                conn.write(&publish_v4(topic, 2, 7, false, b"m")).await;
+                conn.write(&publish_v4(topic, 2, 7, true, b"m")).await;
+                let mut released = false;
+                while let Some(p) = conn.read_packet().await {
+                    if p.kind() == PUBREC && !released {
+                        released = true;
+                        conn.write(&pubrel(7)).await;
+                    }
+                    let _ = sent_tx.send(p);
+                }
+            }
+        })
+        .await;
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let drain = Duration::from_secs(2);
+        let running = spawn(
+            builder(
+                server.config(&unique("dupid2")),
+                &unique("t"),
+                Q::ExactlyOnce,
+            )
+            .drain_timeout(drain),
+            service_fn(move |_m: Message| {
+                let barrier = barrier.clone();
+                async move {
+                    barrier.wait().await;
+                    Ok::<_, BoxError>(())
+                }
+            }),
+        );
+        running
+            .events
+            .wait_count(2, Duration::from_secs(20), success)
+            .await;
+        let mut wire = Vec::new();
+        for _ in 0..3 {
+            let p = sent.recv().await.expect("client packet");
+            wire.push((p.kind(), p.pkid()));
+        }
+        assert_eq!(wire, vec![(PUBREC, 7), (PUBREC, 7), (PUBCOMP, 7)]);
+        let events = running.events.clone();
+        let stopping = tokio::time::Instant::now();
+        running.stop().await.unwrap();
+        let took = stopping.elapsed();
+        assert!(took < drain + Duration::from_secs(1), "stop took {took:?}");
+        assert_eq!(events.count(|e| matches!(e, Ev::Start { pkid: 7, .. })), 2);
+        assert!(downs(&events).is_empty());
+    })
+    .await;
+}

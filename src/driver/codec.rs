@@ -151,6 +151,17 @@ impl Codec {
     }
 
     pub(crate) fn decode(self, buf: &mut BytesMut, max: usize) -> Result<Decoded, DownReason> {
+        // A packet type no server may send is refused from its first byte: otherwise
+        // garbage that happens to announce a plausible length would be waited on, body
+        // and all, until the keepalive gives up.
+        if let Some(&first) = buf.first() {
+            if self.never_from_server(first >> 4) {
+                return Err(DownReason::Protocol(format!(
+                    "packet type {} cannot come from a server",
+                    first >> 4
+                )));
+            }
+        }
         if let Some(result) = self.decode_publish(buf, max) {
             return result;
         }
@@ -158,6 +169,13 @@ impl Codec {
             return Ok(Decoded::Packet(packet));
         }
         self.decode_with_rumqttc(buf, max)
+    }
+
+    /// Reserved packet types (0; 15 before MQTT 5 made it AUTH) and those only a
+    /// client sends (CONNECT, SUBSCRIBE, UNSUBSCRIBE, PINGREQ), which the decoders
+    /// below reject anyway once the whole packet is in.
+    fn never_from_server(self, kind: u8) -> bool {
+        matches!(kind, 0 | 1 | 8 | 10 | 12) || (kind == 15 && self == Self::V4)
     }
 
     /// The hot path: a PUBLISH (without MQTT 5 properties) decoded straight from the
@@ -212,6 +230,12 @@ impl Codec {
             return malformed("no topic length");
         }
         let topic_len = usize::from(u16::from_be_bytes([body[0], body[1]]));
+        if topic_len == 0 {
+            // A topic name has at least one character (MQTT-4.7.3-1); MQTT 5 allows an
+            // empty one only with a Topic Alias, which the consumer never enables (Topic
+            // Alias Maximum 0). Checked before the properties: every PUBLISH passes here.
+            return malformed("empty topic name (topic aliases are not enabled)");
+        }
         let mut at = 2 + topic_len;
         let pkid = if qos == QoS::AtMostOnce {
             0
@@ -906,6 +930,34 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_packet_type_no_server_sends_is_refused_from_its_first_byte() {
+        // Each announces 65,535 bytes and brings none: refused before any body.
+        for kind in [0u8, 1, 8, 10, 12] {
+            for codec in [Codec::V4, Codec::V5] {
+                let mut buf = BytesMut::from(&[kind << 4, 0xff, 0xff, 0x03][..]);
+                assert!(
+                    matches!(
+                        codec.decode(&mut buf, 1 << 20),
+                        Err(DownReason::Protocol(_))
+                    ),
+                    "{codec:?} type {kind}"
+                );
+            }
+        }
+        let mut buf = BytesMut::from(&[0xf0, 0xff, 0xff, 0x03][..]);
+        assert!(matches!(
+            Codec::V4.decode(&mut buf, 1 << 20),
+            Err(DownReason::Protocol(_))
+        ));
+        // MQTT 5 type 15 is AUTH: waited for like any packet.
+        let mut buf = BytesMut::from(&[0xf0, 0xff, 0xff, 0x03][..]);
+        assert!(matches!(
+            Codec::V5.decode(&mut buf, 1 << 20),
+            Ok(Decoded::NeedMore(_))
+        ));
     }
 
     #[test]

@@ -325,7 +325,7 @@ impl Conn {
                 self.awaiting_rel = self.awaiting_rel.saturating_sub(1);
             }
             Inbound::PingResp => self.keepalive.pong(),
-            Inbound::SubAck { pkid, codes } => self.suback(pkid, &codes, events),
+            Inbound::SubAck { pkid, codes } => self.suback(pkid, &codes, events)?,
             Inbound::Disconnect { code } => return Err(DownReason::ServerDisconnect { code }),
             Inbound::ConnAck(_) => {
                 return Err(DownReason::Protocol(
@@ -340,9 +340,14 @@ impl Conn {
         Ok(())
     }
 
-    fn suback(&mut self, pkid: u16, codes: &[SubCode], events: &Emitter) {
+    /// Report each filter of the SUBSCRIBE `pkid` answers. A SUBACK for no outstanding
+    /// SUBSCRIBE of this connection breaks the protocol (MQTT-3.8.4-2): ignoring it
+    /// would leave the real SUBSCRIBE unanswered and its filters never reported.
+    fn suback(&mut self, pkid: u16, codes: &[SubCode], events: &Emitter) -> Result<(), DownReason> {
         let Some(at) = self.pending_sub.iter().position(|(p, _)| *p == pkid) else {
-            return;
+            return Err(DownReason::Protocol(format!(
+                "SUBACK for packet id {pkid}, which no outstanding SUBSCRIBE has"
+            )));
         };
         let (_, filters) = self.pending_sub.remove(at);
         for (i, (filter, requested)) in filters.iter().enumerate() {
@@ -356,6 +361,7 @@ impl Conn {
                 None => events.subscription_error(filter, 0x80, "missing from SUBACK"),
             }
         }
+        Ok(())
     }
 
     /// Send PINGREQs and notice a broker that stopped answering.

@@ -34,6 +34,7 @@
 mod broker;
 mod client;
 pub(crate) mod consumer;
+pub(crate) mod fake_server;
 pub(crate) mod proxy;
 
 use std::future::Future;

@@ -399,7 +399,7 @@ async fn run_chaos(qos: QoS, broker_options: BrokerOptions) {
         .collect();
     let (by_broker, by_consumer): (Vec<&String>, Vec<&String>) =
         lost.iter().partition(|id| broker_lost(id));
-    println!(
+    let line = format!(
         "chaos: qos={} published={MESSAGES} processed_unique={} lost={} broker_lost={} duplicates={} faults={faults} worst_stall_ms={} seed={seed}",
         qos as u8,
         unique_ids.len(),
@@ -408,6 +408,11 @@ async fn run_chaos(qos: QoS, broker_options: BrokerOptions) {
         all.len() - unique_ids.len(),
         worst_stall.as_millis(),
     );
+    println!("{line}");
+    // Also where `scripts/test` prints it from, since a passing test's output is captured.
+    let summary =
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chaos-qos{}.txt", qos as u8));
+    let _ = std::fs::write(summary, format!("{line}\n"));
     if !by_consumer.is_empty() {
         for (at, kind, saves) in &timeline {
             println!("fault at {at:?}: {kind:?} (saves {saves})");

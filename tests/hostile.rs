@@ -62,6 +62,34 @@ fn downs(events: &EventLog) -> Vec<DownReason> {
         .collect()
 }
 
+/// The consumer dropped the connection with a `Protocol` error naming `needle`, called
+/// nothing, acknowledged nothing on it (`sent`: what it wrote), then reconnected.
+async fn refused_unacknowledged(
+    running: Running,
+    server: &FakeServer,
+    sent: &[Packet],
+    needle: &str,
+    what: &str,
+) {
+    running
+        .events
+        .wait(Duration::from_secs(20), |e| matches!(e, Ev::Down(..)))
+        .await;
+    let reasons = downs(&running.events);
+    assert!(
+        matches!(&reasons[0], DownReason::Protocol(m) if m.contains(needle)),
+        "{what}: {reasons:?}"
+    );
+    assert_eq!(running.events.count(|e| matches!(e, Ev::Start { .. })), 0);
+    assert!(
+        sent.iter()
+            .all(|p| p.kind() != PUBACK && p.kind() != PUBREC),
+        "{what}: the client acknowledged it: {sent:?}"
+    );
+    server.wait_accepted(2, Duration::from_secs(10)).await;
+    running.stop().await.unwrap();
+}
+
 /// The shortest gap between consecutive `Ev::Down` events.
 fn min_down_gap(events: &EventLog) -> Duration {
     let times = events.times(|e| matches!(e, Ev::Down(..)));
@@ -388,23 +416,7 @@ async fn non_utf8_topic(proto: ProtoVer) {
             ok_service(),
         );
         let sent = sent.recv().await.expect("first connection's packets");
-        running
-            .events
-            .wait(Duration::from_secs(20), |e| matches!(e, Ev::Down(..)))
-            .await;
-        let reasons = downs(&running.events);
-        assert!(
-            matches!(&reasons[0], DownReason::Protocol(m) if m.contains("UTF-8")),
-            "{proto:?}: {reasons:?}"
-        );
-        assert_eq!(running.events.count(|e| matches!(e, Ev::Start { .. })), 0);
-        assert!(
-            sent.iter()
-                .all(|p| p.kind() != PUBACK && p.kind() != PUBREC),
-            "{proto:?}: the client acknowledged it: {sent:?}"
-        );
-        server.wait_accepted(2, Duration::from_secs(10)).await;
-        running.stop().await.unwrap();
+        refused_unacknowledged(running, &server, &sent, "UTF-8", &format!("{proto:?}")).await;
     })
     .await;
 }
@@ -762,23 +774,8 @@ async fn empty_topic(proto: ProtoVer, alias: bool) {
             ok_service(),
         );
         let sent = sent.recv().await.expect("first connection's packets");
-        running
-            .events
-            .wait(Duration::from_secs(20), |e| matches!(e, Ev::Down(..)))
-            .await;
-        let reasons = downs(&running.events);
-        assert!(
-            matches!(&reasons[0], DownReason::Protocol(m) if m.contains("empty topic")),
-            "{proto:?} alias {alias}: {reasons:?}"
-        );
-        assert_eq!(running.events.count(|e| matches!(e, Ev::Start { .. })), 0);
-        assert!(
-            sent.iter()
-                .all(|p| p.kind() != PUBACK && p.kind() != PUBREC),
-            "{proto:?}: the client acknowledged it: {sent:?}"
-        );
-        server.wait_accepted(2, Duration::from_secs(10)).await;
-        running.stop().await.unwrap();
+        let what = format!("{proto:?} alias {alias}");
+        refused_unacknowledged(running, &server, &sent, "empty topic", &what).await;
     })
     .await;
 }

@@ -9,7 +9,7 @@
 //!
 //! ```
 //! use tower::ServiceBuilder;
-//! use tower_mqtt::BoxError;
+//! use tower_mqtt::{BoxError, Message};
 //! use tower_mqtt_layers::ServiceBuilderExt;
 //!
 //! // Readings of one sensor (`sensors/<id>/...`) are stored in order.

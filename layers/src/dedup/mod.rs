@@ -137,7 +137,7 @@ let service = ServiceBuilder::new()
 //!   by default) so an unreachable Redis fails a claim quickly instead of hanging, its
 //!   `Script` runs the two small Lua scripts by SHA with a fallback to loading them,
 //!   and with its default features off it adds few dependencies. The crate is
-//!   re-exported as `dedup::redis` so the versions match.
+//!   re-exported as `dedup::redis` so the versions match; redis 1.x needs Rust 1.88.
 //! * Any other store: implement [`DedupStore`] (claim, record, release).
 
 mod error;

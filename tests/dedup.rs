@@ -1,8 +1,9 @@
 //! `tower-mqtt-layers`' dedup layer against a real mosquitto and the Redis in
 //! `REDIS_URL` (default `redis://127.0.0.1:6379/`): a redelivered message is
 //! acknowledged without running the service twice, and two consumers of one shared
-//! group that share the Redis store process each message id once. Without a reachable
-//! Redis the tests fail, saying what to start.
+//! group that share the Redis store (in one process, and in two: this binary starts
+//! itself again as the second consumer) process each message id once. Without a
+//! reachable Redis the tests fail, saying what to start.
 //!
 //! Each test puts its keys under a prefix of its own, deletes them at the end, and
 //! writes them with a ten-minute TTL, so a failed run leaves nothing for long.
@@ -344,6 +345,28 @@ async fn wait_acks(a: &EventLog, b: &EventLog, n: usize) {
     }
 }
 
+/// `inner`, calling `record(payload)` for each message it answers `Ok`.
+fn on_success<S, F>(
+    inner: S,
+    record: F,
+) -> impl Service<Message, Response = (), Error = BoxError, Future = impl Send> + Clone
+where
+    S: Service<Message, Response = (), Error = BoxError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    F: Fn(Vec<u8>) + Clone + Send + 'static,
+{
+    tower::service_fn(move |m: Message| {
+        let payload = m.payload().to_vec();
+        let call = inner.clone().oneshot(m);
+        let record = record.clone();
+        async move {
+            call.await?;
+            record(payload);
+            Ok::<(), BoxError>(())
+        }
+    })
+}
+
 /// Payloads whose call through the whole stack succeeded, with a wake-up for each.
 #[derive(Clone, Default)]
 struct Answered {
@@ -362,20 +385,10 @@ impl Answered {
         S::Future: Send + 'static,
     {
         let answered = self.clone();
-        ServiceBuilder::new()
-            .map_request(move |m: Message| (m.payload().to_vec(), m))
-            .service(tower::service_fn(
-                move |(payload, m): (Vec<u8>, Message)| {
-                    let call = inner.clone().oneshot(m);
-                    let answered = answered.clone();
-                    async move {
-                        call.await?;
-                        answered.payloads.lock().unwrap().insert(payload);
-                        answered.changed.notify_waiters();
-                        Ok::<(), BoxError>(())
-                    }
-                },
-            ))
+        on_success(inner, move |payload| {
+            answered.payloads.lock().unwrap().insert(payload);
+            answered.changed.notify_waiters();
+        })
     }
 
     /// Wait until `n` distinct payloads were answered `Ok`.
@@ -610,6 +623,250 @@ async fn an_unreachable_redis_is_a_store_error() {
         assert!(
             error.to_string().starts_with("dedup store: claim failed"),
             "{error}"
+        );
+    })
+    .await;
+}
+
+/// Append `line` to the file behind `out`.
+fn append(out: &Mutex<std::fs::File>, line: &[u8]) {
+    use std::io::Write;
+    let mut out = out.lock().unwrap();
+    out.write_all(line).unwrap();
+    out.write_all(b"\n").unwrap();
+}
+
+/// The lines of `path` (none when it does not exist yet).
+fn lines_of(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The second process of `two_processes_sharing_the_redis_store_process_each_id_once`:
+/// runs only when that test starts this binary with `DEDUP_CHILD_PORT` set. The same
+/// stack as the parent's consumer; appends the id of each service call to
+/// `DEDUP_CHILD_CALLS` and each payload answered `Ok` to `DEDUP_CHILD_ANSWERED`; runs
+/// until SIGTERM, then drains.
+#[tokio::test]
+#[ignore = "the second consumer process of the dedup test; started by it"]
+async fn dedup_child_consumer() {
+    let Ok(port) = std::env::var("DEDUP_CHILD_PORT") else {
+        return;
+    };
+    let env = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} not set"));
+    let open = |name: &str| {
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(env(name))
+            .unwrap();
+        Arc::new(Mutex::new(file))
+    };
+    let (calls, answered) = (open("DEDUP_CHILD_CALLS"), open("DEDUP_CHILD_ANSWERED"));
+    let store = RedisStore::new(redis_connection().await).prefix(env("DEDUP_CHILD_PREFIX"));
+    let dedup = DedupLayer::new(store).ttl(TTL).unwrap();
+    let inner = ServiceBuilder::new()
+        .dedup(dedup)
+        .service_fn(move |m: Message| {
+            append(&calls, id_of(&m).as_bytes());
+            async {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                Ok::<(), BoxError>(())
+            }
+        });
+    let service = on_success(inner, move |payload| append(&answered, &payload));
+    let config = tower_mqtt::Config::new("127.0.0.1")
+        .port(port.parse().unwrap())
+        .client_id(env("DEDUP_CHILD_ID"))
+        .proto_ver(ProtoVer::V5)
+        .keepalive(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(5));
+    let consumer = builder(config, &env("DEDUP_CHILD_TOPIC"), Q::AtLeastOnce)
+        .shared_group("g")
+        .redeliver_after(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    consumer
+        .run(service, tower_mqtt::signal::shutdown_on_signals())
+        .await
+        .unwrap();
+}
+
+/// Kills the child process if the test ends without terminating it.
+struct Child(Option<std::process::Child>);
+
+impl Child {
+    /// SIGTERM and wait: the consumer drains and DISCONNECTs.
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.0.take().expect("running");
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        child.wait().unwrap()
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// (2) as two processes: this test's consumer and a child process (this binary again)
+/// in one shared group, sharing the Redis store; 2,000 ids each published twice, both
+/// connections cut twice. Every id is processed exactly once over both processes, and
+/// both sessions hold nothing at the end. The child's progress is read from its files,
+/// polled.
+#[tokio::test]
+async fn two_processes_sharing_the_redis_store_process_each_id_once() {
+    with_timeout(Duration::from_secs(240), async {
+        const IDS: usize = 2_000;
+        let mut connection = redis_connection().await;
+        let prefix = format!("{}:", unique("tower-mqtt-test-dedup"));
+        let broker = Broker::start(BrokerOptions::default());
+        let topic = unique("t");
+        let dir = tempfile::tempdir().unwrap();
+        let (child_calls, child_answered) = (dir.path().join("calls"), dir.path().join("answered"));
+
+        let proxy = Proxy::start(broker.port()).await;
+        let id = unique("dedup-parent");
+        let calls = Calls::default();
+        let answered = Answered::default();
+        let store = RedisStore::new(connection.clone()).prefix(prefix.clone());
+        let dedup = DedupLayer::new(store).ttl(TTL).unwrap();
+        let stats = dedup.stats();
+        let consumer_config = config(&broker, &id)
+            .port(proxy.port())
+            .proto_ver(ProtoVer::V5);
+        let running = spawn(
+            builder(consumer_config, &topic, Q::AtLeastOnce)
+                .shared_group("g")
+                .redeliver_after(Duration::from_millis(100)),
+            answered.wrap(counting(dedup, &calls, Duration::from_millis(1))),
+        );
+        running.events.wait_subscribed(1, 1).await;
+
+        let child_proxy = Proxy::start(broker.port()).await;
+        let child_id = unique("dedup-child");
+        let mut child = Child(Some(
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--ignored",
+                    "--exact",
+                    "dedup_child_consumer",
+                    "--nocapture",
+                ])
+                .env("DEDUP_CHILD_PORT", child_proxy.port().to_string())
+                .env("DEDUP_CHILD_ID", &child_id)
+                .env("DEDUP_CHILD_TOPIC", &topic)
+                .env("DEDUP_CHILD_PREFIX", &prefix)
+                .env("DEDUP_CHILD_CALLS", &child_calls)
+                .env("DEDUP_CHILD_ANSWERED", &child_answered)
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("start the child consumer"),
+        ));
+        broker
+            .wait_for_log(&format!("{child_id}_0 1 $share/g/{topic}"), WAIT)
+            .await;
+
+        let publisher = Publisher::builder(config(&broker, &unique("pub")).proto_ver(ProtoVer::V5))
+            .build()
+            .expect("a valid publisher");
+        let publishing = tokio::spawn({
+            let topic = topic.clone();
+            async move {
+                for i in 0..IDS {
+                    for copy in ["first", "retry"] {
+                        let publish = Publish::new(topic.clone(), format!("{i}/{copy}"))
+                            .qos(Q::AtLeastOnce)
+                            .user_property(DEFAULT_PROPERTY, format!("id-{i}"));
+                        publisher
+                            .publish(publish)
+                            .await
+                            .expect("the broker confirms");
+                    }
+                }
+            }
+        });
+        // Answered over both processes (the child's from its file, polled).
+        let answered_in_all = || {
+            let mut all: HashSet<Vec<u8>> = answered.payloads.lock().unwrap().clone();
+            all.extend(
+                lines_of(&child_answered)
+                    .into_iter()
+                    .map(String::into_bytes),
+            );
+            all.len()
+        };
+        let wait_answered = |n: usize| async move {
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while answered_in_all() < n {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{} of {n} messages answered within {WAIT:?}",
+                    answered_in_all()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
+        for cut_at in [2 * IDS / 3, 4 * IDS / 3] {
+            wait_answered(cut_at).await;
+            proxy.cut_all();
+            child_proxy.cut_all();
+        }
+        publishing.await.unwrap();
+        wait_answered(2 * IDS).await;
+
+        // Each session's clean disconnects so far; the shutdowns add one each.
+        let sessions: Vec<(String, usize)> = [format!("{id}_0"), format!("{child_id}_0")]
+            .into_iter()
+            .map(|client_id| {
+                let n = broker.count_in_log(&format!("Client {client_id} disconnected"));
+                (client_id, n + 1)
+            })
+            .collect();
+        assert!(
+            child.terminate().success(),
+            "the child consumer drained and stopped"
+        );
+        running.stop().await.expect("a clean shutdown");
+        assert!(
+            proxy.accepted() >= 3 && child_proxy.accepted() >= 3,
+            "both cuts reconnected"
+        );
+
+        let mut all_calls = calls.lock().unwrap().clone();
+        for id in lines_of(&child_calls) {
+            *all_calls.entry(id).or_default() += 1;
+        }
+        let in_child = lines_of(&child_calls).len();
+        eprintln!(
+            "dedup over two processes: {} calls here, {in_child} in the child; here: {stats:?}",
+            all_calls.values().sum::<usize>() - in_child
+        );
+        assert_eq!(all_calls.len(), IDS, "every id processed");
+        let twice: Vec<_> = all_calls.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(twice.is_empty(), "processed more than once: {twice:?}");
+        assert!(in_child > 0, "both processes worked");
+
+        let keys = keys_under(&mut connection, &prefix).await;
+        assert_eq!(keys.len(), IDS, "one record per id");
+        assert!(keys.values().all(|v| v == "done"), "no lease left");
+        delete_under(&mut connection, &prefix).await;
+
+        let left = left_in_shared_sessions(&broker, &sessions, &topic).await;
+        assert!(
+            left.is_empty(),
+            "{} left in the sessions: {left:?}",
+            left.len()
         );
     })
     .await;

@@ -330,6 +330,29 @@ async fn left_in_shared_sessions(
     left
 }
 
+/// In a task: publish `ids` messages with the ids `id-0`, `id-1`, ... twice each, one
+/// after the other (payloads `<i>/first` and `<i>/retry`, as a publisher's retry would
+/// send), each confirmed by the broker before the next.
+fn publish_each_twice(broker: &Broker, topic: &str, ids: usize) -> tokio::task::JoinHandle<()> {
+    let publisher = Publisher::builder(config(broker, &unique("pub")).proto_ver(ProtoVer::V5))
+        .build()
+        .expect("a valid publisher");
+    let topic = topic.to_owned();
+    tokio::spawn(async move {
+        for i in 0..ids {
+            for copy in ["first", "retry"] {
+                let publish = Publish::new(topic.clone(), format!("{i}/{copy}"))
+                    .qos(Q::AtLeastOnce)
+                    .user_property(DEFAULT_PROPERTY, format!("id-{i}"));
+                publisher
+                    .publish(publish)
+                    .await
+                    .expect("the broker confirms");
+            }
+        }
+    })
+}
+
 /// Wait until `n` messages were acknowledged over both consumers' event logs.
 async fn wait_acks(a: &EventLog, b: &EventLog, n: usize) {
     let acked = |e: &Ev| decided(e, Disposition::Ack);
@@ -444,25 +467,7 @@ async fn two_consumers_sharing_the_redis_store_process_each_id_once() {
             consumers.push((id, proxy, running, stats));
         }
 
-        let publisher = Publisher::builder(config(&broker, &unique("pub")).proto_ver(ProtoVer::V5))
-            .build()
-            .expect("a valid publisher");
-        let publishing = tokio::spawn({
-            let topic = topic.clone();
-            async move {
-                for i in 0..IDS {
-                    for copy in ["first", "retry"] {
-                        let publish = Publish::new(topic.clone(), format!("{i}/{copy}"))
-                            .qos(Q::AtLeastOnce)
-                            .user_property(DEFAULT_PROPERTY, format!("id-{i}"));
-                        publisher
-                            .publish(publish)
-                            .await
-                            .expect("the broker confirms");
-                    }
-                }
-            }
-        });
+        let publishing = publish_each_twice(&broker, &topic, IDS);
         for cut_at in [2 * IDS / 3, 4 * IDS / 3] {
             answered.wait_for(cut_at).await;
             for (_, proxy, _, _) in &consumers {
@@ -777,25 +782,7 @@ async fn two_processes_sharing_the_redis_store_process_each_id_once() {
             .wait_for_log(&format!("{child_id}_0 1 $share/g/{topic}"), WAIT)
             .await;
 
-        let publisher = Publisher::builder(config(&broker, &unique("pub")).proto_ver(ProtoVer::V5))
-            .build()
-            .expect("a valid publisher");
-        let publishing = tokio::spawn({
-            let topic = topic.clone();
-            async move {
-                for i in 0..IDS {
-                    for copy in ["first", "retry"] {
-                        let publish = Publish::new(topic.clone(), format!("{i}/{copy}"))
-                            .qos(Q::AtLeastOnce)
-                            .user_property(DEFAULT_PROPERTY, format!("id-{i}"));
-                        publisher
-                            .publish(publish)
-                            .await
-                            .expect("the broker confirms");
-                    }
-                }
-            }
-        });
+        let publishing = publish_each_twice(&broker, &topic, IDS);
         // Answered over both processes (the child's from its file, polled).
         let answered_in_all = || {
             let mut all: HashSet<Vec<u8>> = answered.payloads.lock().unwrap().clone();

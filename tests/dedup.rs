@@ -330,6 +330,45 @@ async fn left_in_shared_sessions(
     left
 }
 
+/// What the shared-store tests check at the end.
+struct End<'a> {
+    connection: &'a mut redis::aio::ConnectionManager,
+    prefix: &'a str,
+    broker: &'a Broker,
+    /// Client id and the clean disconnects to wait for.
+    sessions: &'a [(String, usize)],
+    topic: &'a str,
+}
+
+impl End<'_> {
+    /// Every one of `ids` ids was processed exactly once (`calls`: service calls per
+    /// id), Redis holds one record per id (then deleted), and the sessions hold
+    /// nothing.
+    async fn assert_each_id_once_and_nothing_left(
+        self,
+        calls: &HashMap<String, usize>,
+        ids: usize,
+        report: &str,
+    ) {
+        assert_eq!(calls.len(), ids, "every id processed: {report}");
+        let twice: Vec<_> = calls.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(
+            twice.is_empty(),
+            "processed more than once: {twice:?}; {report}"
+        );
+        let keys = keys_under(self.connection, self.prefix).await;
+        assert_eq!(keys.len(), ids, "one record per id");
+        assert!(keys.values().all(|v| v == "done"), "no lease left");
+        delete_under(self.connection, self.prefix).await;
+        let left = left_in_shared_sessions(self.broker, self.sessions, self.topic).await;
+        assert!(
+            left.is_empty(),
+            "{} left in the sessions: {left:?}",
+            left.len()
+        );
+    }
+}
+
 /// In a task: publish `ids` messages with the ids `id-0`, `id-1`, ... twice each, one
 /// after the other (payloads `<i>/first` and `<i>/retry`, as a publisher's retry would
 /// send), each confirmed by the broker before the next.
@@ -507,31 +546,22 @@ async fn two_consumers_sharing_the_redis_store_process_each_id_once() {
         );
         eprintln!("dedup over two consumers: {report}");
 
-        let calls = calls.lock().unwrap().clone();
-        assert_eq!(calls.len(), IDS, "every id processed: {report}");
-        let twice: Vec<_> = calls.iter().filter(|(_, n)| **n > 1).collect();
-        assert!(
-            twice.is_empty(),
-            "processed more than once: {twice:?}; {report}"
-        );
         assert_eq!(processed, IDS as u64, "{report}");
         assert!(
             duplicates >= IDS as u64,
             "every retry copy skipped: {report}"
         );
         assert_eq!(store_failures, 0, "{report}");
-
-        let keys = keys_under(&mut connection, &prefix).await;
-        assert_eq!(keys.len(), IDS, "one record per id");
-        assert!(keys.values().all(|v| v == "done"), "no lease left");
-        delete_under(&mut connection, &prefix).await;
-
-        let left = left_in_shared_sessions(&broker, &sessions, &topic).await;
-        assert!(
-            left.is_empty(),
-            "{} left in the sessions: {left:?}",
-            left.len()
-        );
+        let calls = calls.lock().unwrap().clone();
+        let end = End {
+            connection: &mut connection,
+            prefix: &prefix,
+            broker: &broker,
+            sessions: &sessions,
+            topic: &topic,
+        };
+        end.assert_each_id_once_and_nothing_left(&calls, IDS, &report)
+            .await;
     })
     .await;
 }
@@ -839,22 +869,16 @@ async fn two_processes_sharing_the_redis_store_process_each_id_once() {
             "dedup over two processes: {} calls here, {in_child} in the child; here: {stats:?}",
             all_calls.values().sum::<usize>() - in_child
         );
-        assert_eq!(all_calls.len(), IDS, "every id processed");
-        let twice: Vec<_> = all_calls.iter().filter(|(_, n)| **n > 1).collect();
-        assert!(twice.is_empty(), "processed more than once: {twice:?}");
         assert!(in_child > 0, "both processes worked");
-
-        let keys = keys_under(&mut connection, &prefix).await;
-        assert_eq!(keys.len(), IDS, "one record per id");
-        assert!(keys.values().all(|v| v == "done"), "no lease left");
-        delete_under(&mut connection, &prefix).await;
-
-        let left = left_in_shared_sessions(&broker, &sessions, &topic).await;
-        assert!(
-            left.is_empty(),
-            "{} left in the sessions: {left:?}",
-            left.len()
-        );
+        let end = End {
+            connection: &mut connection,
+            prefix: &prefix,
+            broker: &broker,
+            sessions: &sessions,
+            topic: &topic,
+        };
+        end.assert_each_id_once_and_nothing_left(&all_calls, IDS, "two processes")
+            .await;
     })
     .await;
 }

@@ -11,11 +11,17 @@
 //! # then: DATABASE_URL="host=/var/run/postgresql user=postgres dbname=postgres"
 //! ```
 //!
-//! JSON readings go into a PostgreSQL table, one transaction per batch:
+//! JSON readings go into a PostgreSQL table, one transaction per batch, partitioned by
+//! device:
 //!
 //! ```text
-//! dead_letter → decode_json::<Reading>() → batch(200 / 100 ms, 2 in flight) → INSERT … UNNEST
+//! dead_letter → decode_json::<Reading>() → batch(per sensor, 200 / 100 ms, 4 in flight)
+//!             → partition(per sensor) → INSERT … UNNEST
 //! ```
+//!
+//! Each batch holds one sensor's readings, and batches of one sensor are written one
+//! after the other, in the order they were filled, while different sensors' batches
+//! are written at once: every sensor's rows are stored in the order it published them.
 //!
 //! The example publishes its own readings through the consumer's confirmed `Publisher`:
 //! one in fifty is not JSON (rejected by `decode_json`, then dead-lettered), one in a
@@ -36,11 +42,17 @@ use tower_mqtt::{
 };
 use tower_mqtt_layers::batch::{Batch, BatchLayer, BatchResponse};
 use tower_mqtt_layers::decode::Decoded;
+use tower_mqtt_layers::partition::PartitionLayer;
 use tower_mqtt_layers::ServiceBuilderExt;
+
+/// Batches in the database at once (and PostgreSQL connections).
+const IN_FLIGHT: usize = 4;
 
 #[derive(Debug, serde::Deserialize)]
 struct Reading {
     sensor: String,
+    /// The sensor's own reading number: it counts up, so rows out of order show.
+    seq: i64,
     celsius: f64,
 }
 
@@ -65,22 +77,26 @@ pub(crate) struct Summary {
     pub(crate) acknowledged: usize,
     pub(crate) rows: i64,
     pub(crate) batches: usize,
+    /// Rows stored after a later reading of the same sensor (0: each sensor in order).
+    pub(crate) out_of_order: i64,
     pub(crate) elapsed: Duration,
 }
 
 /// Reading `i` of the demo data, and whether it becomes a row.
+/// Sensor `i % 10` publishes it as its reading number `i / 10`.
 fn payload(i: usize) -> (String, bool) {
+    let (sensor, seq) = (i % 10, i / 10);
     if i % 50 == 7 {
-        (format!("sensor-{} reads 21.5 °C", i % 10), false)
+        (format!("sensor-{sensor} reads 21.5 °C"), false)
     } else if i % 100 == 33 {
         (
-            format!(r#"{{"sensor":"sensor-{}","celsius":-300}}"#, i % 10),
+            format!(r#"{{"sensor":"sensor-{sensor}","seq":{seq},"celsius":-300}}"#),
             false,
         )
     } else {
         let celsius = 15.0 + (i % 100) as f64 / 10.0;
         (
-            format!(r#"{{"sensor":"sensor-{}","celsius":{celsius}}}"#, i % 10),
+            format!(r#"{{"sensor":"sensor-{sensor}","seq":{seq},"celsius":{celsius}}}"#),
             true,
         )
     }
@@ -120,19 +136,22 @@ pub(crate) async fn ingest(run: Run) -> Result<Summary, BoxError> {
         prefix,
         readings,
     } = run;
-    // Two connections: one per batch in flight.
-    let clients = [connect(&database).await?, connect(&database).await?].map(Mutex::new);
+    // PostgreSQL connections, one per batch in flight.
+    let mut clients = Vec::new();
+    for _ in 0..IN_FLIGHT {
+        clients.push(Mutex::new(connect(&database).await?));
+    }
     clients[0]
         .lock()
         .await
         .batch_execute(&format!(
             "CREATE TABLE {table} (id bigserial PRIMARY KEY, topic text NOT NULL, \
-             sensor text NOT NULL, celsius float8 NOT NULL)"
+             sensor text NOT NULL, seq int8 NOT NULL, celsius float8 NOT NULL)"
         ))
         .await?;
     let insert = format!(
-        "INSERT INTO {table} (topic, sensor, celsius) \
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::float8[])"
+        "INSERT INTO {table} (topic, sensor, seq, celsius) \
+         SELECT * FROM UNNEST($1::text[], $2::text[], $3::int8[], $4::float8[])"
     );
 
     // Count acknowledgements (stored rows and dead letters alike) to know when to stop.
@@ -155,11 +174,16 @@ pub(crate) async fn ingest(run: Run) -> Result<Summary, BoxError> {
         .build()?;
     let publisher = consumer.publisher()?;
 
+    // One open batch per sensor; up to IN_FLIGHT batches in the database at once.
     let batches = BatchLayer::builder()
+        .batch_key(|r: &Decoded<Reading>| r.value.sensor.clone())
         .max_size(200)
         .max_wait(Duration::from_millis(100))
-        .concurrency(2)
+        .concurrency(IN_FLIGHT)
         .build()?;
+    // A sensor's batches are written one at a time, in the order they were filled.
+    let per_sensor =
+        PartitionLayer::for_requests(|b: &Batch<Decoded<Reading>, String>| b.key().clone());
     let (pool, next, calls) = (
         Arc::new(clients),
         Arc::new(AtomicUsize::new(0)),
@@ -174,12 +198,14 @@ pub(crate) async fn ingest(run: Run) -> Result<Summary, BoxError> {
         })
         .decode_json::<Reading>()
         .batch(batches)
-        .service_fn(move |batch: Batch<Decoded<Reading>>| {
+        .layer(per_sensor)
+        .service_fn(move |batch: Batch<Decoded<Reading>, String>| {
             let (pool, next, insert, counted) =
                 (pool.clone(), next.clone(), insert.clone(), counted.clone());
             async move {
                 let mut response = BatchResponse::new();
-                let (mut topics, mut sensors, mut celsius) = (Vec::new(), Vec::new(), Vec::new());
+                let (mut topics, mut sensors, mut seqs, mut celsius) =
+                    (Vec::new(), Vec::new(), Vec::new(), Vec::new());
                 for (i, Decoded { message, value }) in batch.iter().enumerate() {
                     if value.celsius < -273.15 {
                         let e = format!("{} °C is below absolute zero", value.celsius);
@@ -188,6 +214,7 @@ pub(crate) async fn ingest(run: Run) -> Result<Summary, BoxError> {
                     }
                     topics.push(message.topic().to_owned());
                     sensors.push(value.sensor.clone());
+                    seqs.push(value.seq);
                     celsius.push(value.celsius);
                 }
                 let mut client = pool[next.fetch_add(1, Ordering::Relaxed) % pool.len()]
@@ -195,7 +222,7 @@ pub(crate) async fn ingest(run: Run) -> Result<Summary, BoxError> {
                     .await;
                 let transaction = client.transaction().await?;
                 transaction
-                    .execute(insert.as_str(), &[&topics, &sensors, &celsius])
+                    .execute(insert.as_str(), &[&topics, &sensors, &seqs, &celsius])
                     .await?;
                 transaction.commit().await?;
                 counted.fetch_add(1, Ordering::Relaxed);
@@ -223,10 +250,21 @@ pub(crate) async fn ingest(run: Run) -> Result<Summary, BoxError> {
         .query_one(&format!("SELECT count(*) FROM {table}"), &[])
         .await?
         .get(0);
+    let out_of_order: i64 = client
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM (SELECT seq < lag(seq) OVER (PARTITION BY sensor \
+                 ORDER BY id) AS behind FROM {table}) AS r WHERE behind"
+            ),
+            &[],
+        )
+        .await?
+        .get(0);
     Ok(Summary {
         acknowledged: acknowledged.load(Ordering::Relaxed),
         rows,
         batches: calls.load(Ordering::Relaxed),
+        out_of_order,
         elapsed,
     })
 }
@@ -254,11 +292,13 @@ async fn main() -> Result<(), BoxError> {
     }
     println!(
         "{readings} readings, {} acknowledged: {} rows in {table} in {} batches (one \
-         transaction each), {} dead-lettered, {:.0} msg/s",
+         transaction each), {} dead-lettered, {} rows out of their sensor's order, \
+         {:.0} msg/s",
         summary.acknowledged,
         summary.rows,
         summary.batches,
         summary.acknowledged as i64 - summary.rows,
+        summary.out_of_order,
         summary.acknowledged as f64 / summary.elapsed.as_secs_f64(),
     );
     Ok(())

@@ -1,42 +1,68 @@
 //! Run with: cargo run --example quickstart
 //!
 //! Zero setup: the example starts its own MQTT broker in-process (rumqttd, on a free
-//! 127.0.0.1 port), publishes sensor readings to it at QoS 1, and consumes them with a
-//! `tower_mqtt::Consumer` whose service stack is built with `tower::ServiceBuilder`:
+//! 127.0.0.1 port), publishes JSON sensor readings to it at QoS 1, and stores them in
+//! batches with a `tower_mqtt::Consumer` whose stack is built from `tower` and
+//! `tower-mqtt-layers`:
 //!
 //! ```text
-//! Traced (a span per message) → ConcurrencyLimit → Timeout → handler
+//! Traced (a span per message) → dead_letter → retry_messages(3) → timeout
+//!     → decode_json::<Reading>() → batch(50 / 20 ms, 2 in flight) → store
 //! ```
 //!
-//! The handler parses each reading and adds it to per-sensor statistics. One reading in
-//! a thousand fails on purpose the first time it is seen: the service's `Err` leaves it
-//! unacknowledged (`OnFailure::Redeliver`), the consumer resumes its session, and the
-//! broker sends it again, this time to succeed. Counters fed by
-//! `ConsumerBuilder::on_event` show what happened on the wire.
+//! * One reading in 200 is not JSON: `decode_json` rejects it, and `dead_letter`
+//!   publishes it to `dead/<topic>` through the consumer's confirmed `Publisher`; it is
+//!   acknowledged once the broker has the dead letter. A second consumer counts what
+//!   arrives there.
+//! * The "database" (the batch service) is busy for one reading in 1000 on its first
+//!   attempt: it fails just that reading of the batch with a `Transient` error, and
+//!   `retry_messages` tries it again (in a later batch) inside the same call.
+//! * Every other reading is stored with its batch, one "transaction" per batch.
+//!
+//! On a terminal a progress line shows how far it got; at the end a summary says what
+//! was stored, retried and dead-lettered, and what happened on the wire (counters fed
+//! by `ConsumerBuilder::on_event`). Ctrl-C stops it cleanly.
 //!
 //! Arguments: `cargo run --example quickstart -- [READINGS]` (default 10000).
 //! Logging: `RUST_LOG` (default `info`), e.g. `RUST_LOG=tower_mqtt=debug,quickstart=debug`.
-//! The embedded broker's own logs are off unless `RUST_LOG` names it (`rumqttd=info`).
+//! The embedded broker's own logs are off unless `RUST_LOG` names it (`rumqttd=info`),
+//! and so are the dead-letter layer's warnings (`tower_mqtt_layers::dead_letter=warn`).
 
 use std::collections::{BTreeMap, HashSet};
+use std::io::{IsTerminal, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tower::{layer::layer_fn, service_fn, Service, ServiceBuilder};
 use tracing::Instrument;
 use tracing_subscriber::EnvFilter;
 
 use tower_mqtt::{
-    BoxError, Config, Consumer, Disposition, DownReason, Event, Message, OnFailure, QoS,
+    BoxError, CancellationToken, Config, Consumer, Disposition, DownReason, Event, Message, QoS,
 };
+use tower_mqtt_layers::batch::{Batch, BatchLayer, BatchResponse};
+use tower_mqtt_layers::decode::Decoded;
+use tower_mqtt_layers::retry::{Attempt, RetryPolicy, Transient};
+use tower_mqtt_layers::ServiceBuilderExt;
 
 /// Typical temperature of each simulated sensor, in °C.
 const SENSORS: [f64; 5] = [21.3, 19.8, 23.1, 18.6, 22.4];
-/// One reading in this many fails on its first delivery.
-const FAIL_EVERY: u64 = 1000;
+/// One reading in this many is not JSON (dead-lettered).
+const INVALID_EVERY: u64 = 200;
+/// One reading in this many finds the database busy on its first attempt (retried).
+const BUSY_EVERY: u64 = 1000;
+
+/// A reading as published: `{"seq":42,"sensor":"sensor-3","celsius":21.5}`.
+#[derive(Debug, serde::Deserialize)]
+struct Reading {
+    seq: u64,
+    sensor: String,
+    celsius: f64,
+}
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
@@ -49,6 +75,10 @@ async fn main() -> Result<(), BoxError> {
     if !filter.contains("rumqttd") {
         filter.push_str(",rumqttd=off");
     }
+    // Each dead letter is a warning; here they are expected, and the summary counts them.
+    if !filter.contains("dead_letter") {
+        filter.push_str(",tower_mqtt_layers::dead_letter=error");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&filter)?)
         .init();
@@ -60,80 +90,113 @@ async fn main() -> Result<(), BoxError> {
     if readings == 0 {
         return Err("READINGS must be at least 1".into());
     }
+    let invalid = (0..readings).filter(|s| s % INVALID_EVERY == 13).count() as u64;
 
     // 1. An MQTT broker inside this process.
     let port = start_embedded_broker(readings)?;
     tracing::info!(port, "embedded rumqttd broker listening on 127.0.0.1");
+    let config = Config::new("127.0.0.1").port(port).client_id("quickstart");
 
     // 2. The consumer, with hooks counting what happens on the wire.
     let counters = Arc::new(Counters::default());
     let subscribed = Arc::new(tokio::sync::Notify::new());
-    let consumer = Consumer::builder(Config::new("127.0.0.1").port(port).client_id("quickstart"))
+    let consumer = Consumer::builder(config.clone())
         .topic("sensors/+/temp", QoS::AtLeastOnce)
-        // rumqttd 0.20 accepts a PUBACK only for its oldest unacknowledged message: a
-        // consumer that acknowledges later successes while a failure waits for
-        // redelivery is disconnected, and rumqttd loses the failed message. Holding one
-        // message at a time means nothing is ever acknowledged past a failure. Brokers
-        // that accept an acknowledgement skipping a withheld message (mosquitto, EMQX)
-        // need no such limit: keep the default of 100 there, or match the broker's
-        // in-flight window.
-        .max_inflight(1)
-        // The default, spelled out: a failed message is left unacknowledged and the
-        // connection resumes its session so the broker sends it again.
-        .on_failure(OnFailure::Redeliver)
+        // Up to 100 messages at once (the embedded broker's window too): room for two
+        // batches of 50 in flight. Every message ends acknowledged here (stored, or
+        // dead-lettered), and acknowledgements leave in arrival order, which rumqttd
+        // 0.20 requires (it accepts a PUBACK only for its oldest unacknowledged
+        // message, so a consumer that leaves failures for redelivery needs
+        // `max_inflight(1)` with it; mosquitto and EMQX have no such limit).
+        .max_inflight(100)
         .on_event({
             let (counters, subscribed) = (counters.clone(), subscribed.clone());
             move |event| counters.record(event, &subscribed)
         })
         .build()?;
+    // Dead letters go out on the consumer's own confirmed publisher (`quickstart_pub`).
+    let publisher = consumer.publisher()?;
 
-    // 3. The service stack.
-    let stats = Arc::new(Mutex::new(Stats::default()));
-    // Cancelled by the handler once every reading was processed, or by Ctrl-C / SIGTERM.
+    // 3. A second consumer counts the dead letters that reach the broker.
+    let dead_letters: Arc<Mutex<HashSet<Bytes>>> = Arc::default();
+    // Cancelled once every reading is stored or dead-lettered, or by Ctrl-C / SIGTERM.
     let shutdown = tower_mqtt::signal::shutdown_on_signals();
-    let handler = service_fn({
-        let (stats, shutdown) = (stats.clone(), shutdown.clone());
-        move |msg: Message| {
-            let (stats, shutdown) = (stats.clone(), shutdown.clone());
+    let watcher = Consumer::builder(config.clone().client_id("quickstart-dead-letters"))
+        .topic("dead/#", QoS::AtLeastOnce)
+        .on_event({
+            let subscribed = subscribed.clone();
+            move |event| {
+                if let Event::SubscriptionSuccess { .. } = event {
+                    subscribed.notify_one();
+                }
+            }
+        })
+        .build()?;
+    let watching = tokio::spawn(watcher.run(
+        service_fn({
+            let dead_letters = dead_letters.clone();
+            move |m: Message| {
+                // On MQTT 3.1.1 the dead letter is an envelope around the original
+                // payload; each is counted once.
+                dead_letters.lock().unwrap().insert(m.payload().clone());
+                async { Ok::<_, BoxError>(()) }
+            }
+        }),
+        shutdown.clone(),
+    ));
+
+    // 4. The service stack. Outermost first; every connection gets a clone, and the
+    //    clones share one batcher.
+    let stats = Arc::new(Mutex::new(Stats::default()));
+    let batches = BatchLayer::builder()
+        .max_size(50)
+        .max_wait(Duration::from_millis(20))
+        .concurrency(2)
+        .build()?;
+    let store = service_fn({
+        let stats = stats.clone();
+        move |batch: Batch<Decoded<Reading>>| {
+            let stats = stats.clone();
             async move {
-                let reading = Reading::parse(msg.payload())?;
-                tracing::debug!(seq = reading.seq, "reading");
+                // One round trip to the "database" per batch.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let mut response = BatchResponse::new();
                 let mut stats = stats.lock().unwrap();
-                stats.deliveries += 1;
-                if msg.dup() {
-                    stats.dup_flagged += 1;
+                stats.batches += 1;
+                for (i, Decoded { message, value }) in batch.iter().enumerate() {
+                    let attempt = Attempt::of(message);
+                    if value.seq % BUSY_EVERY == 7 && attempt == 1 {
+                        tracing::debug!(seq = value.seq, "database busy (first attempt)");
+                        response = response.fail(i, Transient::new("database busy"));
+                        continue;
+                    }
+                    stats.record(value, attempt);
                 }
-                if reading.seq % FAIL_EVERY == 7 && stats.failed.insert(reading.seq) {
-                    tracing::debug!(seq = reading.seq, "failing on purpose (first delivery)");
-                    return Err::<(), BoxError>(
-                        format!("reading {} failed on purpose", reading.seq).into(),
-                    );
-                }
-                if stats.record(&reading) && stats.processed == readings {
-                    shutdown.cancel();
-                }
-                Ok(())
+                Ok::<_, BoxError>(response)
             }
         }
     });
-    // Outermost first. Every connection gets a clone of this stack; the clones share
-    // one concurrency limit. A timeout is an `Err` like any other, so a call that takes
-    // too long is redelivered too.
     let service = ServiceBuilder::new()
         .layer(layer_fn(Traced))
-        .concurrency_limit(32)
-        .timeout(Duration::from_secs(2))
-        .service(handler);
+        .dead_letter(publisher, |m: &Message| format!("dead/{}", m.topic()))
+        .retry_messages(RetryPolicy::new(3))
+        // Per attempt: a stuck batch fails its messages, and they are tried again.
+        .timeout(Duration::from_secs(5))
+        .decode_json::<Reading>()
+        .batch(batches)
+        .service(store);
 
     let started = Instant::now();
     let consumer_task = tokio::spawn(consumer.run(service, shutdown.clone()));
 
-    // 4. Publish once the subscription is in place (the broker keeps nothing for a
+    // 5. Publish once both subscriptions are in place (the broker keeps nothing for a
     //    topic nobody subscribes to yet).
-    tokio::time::timeout(Duration::from_secs(10), subscribed.notified())
-        .await
-        .map_err(|_| "the consumer did not subscribe within 10 s")?;
-    let publisher = tokio::spawn({
+    for _ in 0..2 {
+        tokio::time::timeout(Duration::from_secs(10), subscribed.notified())
+            .await
+            .map_err(|_| "the consumers did not subscribe within 10 s")?;
+    }
+    let publishing = tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
             if let Err(e) = publish(port, readings).await {
@@ -143,33 +206,47 @@ async fn main() -> Result<(), BoxError> {
         }
     });
 
-    // 5. Wait until every reading was processed (the handler then cancels `shutdown`,
-    //    and `run` drains, acknowledges and disconnects).
+    // 6. Until every reading is stored or dead-lettered: a progress line on a terminal.
+    let progress = Progress {
+        stats: stats.clone(),
+        dead_letters: dead_letters.clone(),
+        readings,
+        started,
+    };
     let limit = Duration::from_secs(60 + readings / 1_000);
-    match tokio::time::timeout(limit, consumer_task).await {
-        Ok(joined) => joined??,
-        Err(_) => return Err(format!("not every reading arrived within {limit:?}").into()),
-    }
+    let finished = tokio::time::timeout(limit, progress.run(invalid, &shutdown)).await;
+    shutdown.cancel();
+    consumer_task.await??;
+    watching.await??;
+    publishing.abort();
     let elapsed = started.elapsed();
-    publisher.abort();
+    if finished.is_err() {
+        return Err(format!("not every reading arrived within {limit:?}").into());
+    }
 
-    // 6. Summary.
+    // 7. Summary.
     let stats = stats.lock().unwrap();
+    let dead = dead_letters.lock().unwrap().len() as u64;
     let c = &*counters;
     println!();
     println!("== tower-mqtt quickstart summary ==");
     println!(
-        "readings processed : {} of {readings} ({} deliveries)",
-        stats.processed, stats.deliveries
+        "readings processed : {} of {readings} ({} stored, {dead} dead-lettered as not JSON)",
+        stats.stored + dead,
+        stats.stored,
     );
     println!(
-        "failed on purpose  : {} on their first delivery; {} came back and succeeded",
-        stats.failed.len(),
-        stats.came_back
+        "batches            : {} ({:.1} readings each on average)",
+        stats.batches,
+        stats.deliveries as f64 / stats.batches.max(1) as f64
     );
     println!(
-        "duplicates         : {} successful readings delivered again; {} deliveries had DUP set",
-        stats.duplicates, stats.dup_flagged
+        "retried            : {} readings found the database busy and were stored on a later attempt",
+        stats.retried
+    );
+    println!(
+        "duplicates         : {} stored readings delivered again",
+        stats.duplicates
     );
     println!(
         "on the wire        : {} acknowledged, {} withheld for redelivery",
@@ -193,70 +270,95 @@ async fn main() -> Result<(), BoxError> {
     println!(
         "elapsed            : {:.2} s, {:.0} msg/s",
         secs,
-        stats.processed as f64 / secs
+        (stats.stored + dead) as f64 / secs
     );
-    if stats.processed < readings {
-        return Err(format!("only {} of {readings} readings processed", stats.processed).into());
+    if stats.stored + dead < readings {
+        return Err(format!(
+            "only {} of {readings} readings processed",
+            stats.stored + dead
+        )
+        .into());
     }
     Ok(())
 }
 
-/// One parsed reading: payload `"<seq> <sensor> <celsius>"`, e.g. `"42 sensor-3 21.5"`.
-struct Reading {
-    seq: u64,
-    sensor: String,
-    celsius: f64,
-}
-
-impl Reading {
-    fn parse(payload: &[u8]) -> Result<Self, BoxError> {
-        let text = std::str::from_utf8(payload)?;
-        let mut fields = text.split_whitespace();
-        let (Some(seq), Some(sensor), Some(celsius), None) =
-            (fields.next(), fields.next(), fields.next(), fields.next())
-        else {
-            return Err(format!("malformed reading {text:?}").into());
-        };
-        Ok(Self {
-            seq: seq.parse()?,
-            sensor: sensor.to_owned(),
-            celsius: celsius.parse()?,
-        })
-    }
-}
-
-/// What the service has seen. Delivery is at-least-once, so readings are counted once
-/// by sequence number.
+/// What the store has seen. Delivery is at-least-once, so readings are counted once by
+/// sequence number.
 #[derive(Default)]
 struct Stats {
+    /// Readings handed to the store (every attempt).
     deliveries: u64,
-    processed: u64,
-    dup_flagged: u64,
-    came_back: u64,
+    stored: u64,
+    batches: u64,
+    retried: u64,
     duplicates: u64,
-    failed: HashSet<u64>,
     done: HashSet<u64>,
     per_sensor: BTreeMap<String, (u64, f64)>,
 }
 
 impl Stats {
-    /// Count a successful reading; `true` if it was new.
-    fn record(&mut self, reading: &Reading) -> bool {
+    /// Store a reading, on its `attempt`-th try.
+    fn record(&mut self, reading: &Reading, attempt: u32) {
+        self.deliveries += 1;
         if !self.done.insert(reading.seq) {
             self.duplicates += 1;
-            return false;
+            return;
         }
-        if self.failed.contains(&reading.seq) {
-            self.came_back += 1;
+        if attempt > 1 {
+            self.retried += 1;
         }
-        self.processed += 1;
+        self.stored += 1;
         let entry = self
             .per_sensor
             .entry(reading.sensor.clone())
             .or_insert((0, 0.0));
         entry.0 += 1;
         entry.1 += reading.celsius;
-        true
+    }
+}
+
+/// Watches the counts until every reading is stored or dead-lettered, printing a
+/// progress line when stdout is a terminal.
+struct Progress {
+    stats: Arc<Mutex<Stats>>,
+    dead_letters: Arc<Mutex<HashSet<Bytes>>>,
+    readings: u64,
+    started: Instant,
+}
+
+impl Progress {
+    /// Returns once `readings` are accounted for (with `invalid` of them dead-lettered)
+    /// or `shutdown` is cancelled.
+    async fn run(&self, invalid: u64, shutdown: &CancellationToken) {
+        let terminal = std::io::stdout().is_terminal();
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            let (stored, batches, retried) = {
+                let s = self.stats.lock().unwrap();
+                (s.stored, s.batches, s.retried)
+            };
+            let dead = self.dead_letters.lock().unwrap().len() as u64;
+            let done = stored + dead >= self.readings && dead >= invalid;
+            if terminal {
+                let rate = (stored + dead) as f64 / self.started.elapsed().as_secs_f64();
+                print!(
+                    "\r{:>6} of {} stored or dead-lettered | {batches} batches | {retried} retried | {dead} dead letters | {rate:>6.0} msg/s ",
+                    stored + dead,
+                    self.readings
+                );
+                let _ = std::io::stdout().flush();
+            }
+            if done {
+                if terminal {
+                    println!();
+                }
+                return;
+            }
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
     }
 }
 
@@ -337,7 +439,12 @@ async fn publish(port: u16, readings: u64) -> Result<(), BoxError> {
         let sensor = seq as usize % SENSORS.len();
         // Deterministic noise of up to ±2 °C around the sensor's typical value.
         let celsius = SENSORS[sensor] + ((seq * 7919) % 41) as f64 / 10.0 - 2.0;
-        let payload = format!("{seq} sensor-{sensor} {celsius:.1}");
+        let payload = if seq % INVALID_EVERY == 13 {
+            // Not JSON: rejected by `decode_json`, then dead-lettered.
+            format!("reading {seq} of sensor-{sensor}: {celsius:.1} °C")
+        } else {
+            format!(r#"{{"seq":{seq},"sensor":"sensor-{sensor}","celsius":{celsius:.1}}}"#)
+        };
         client
             .publish(
                 format!("sensors/{sensor}/temp"),

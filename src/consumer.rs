@@ -37,6 +37,8 @@ pub struct ConsumerBuilder {
     backoff: ReconnectBackoff,
     max_reconnect_attempts: Option<u32>,
     retired_up_to: usize,
+    /// Client ids of other consumers' sessions to drain (`drain_sessions`).
+    retired_sessions: Vec<String>,
     hook: Option<Hook>,
     watch_drops: bool,
 }
@@ -248,6 +250,43 @@ impl ConsumerBuilder {
         self
     }
 
+    /// Drain the persistent sessions of consumers that no longer run, named by their
+    /// connections' full client ids (`<client_id>_<k>`, what
+    /// [`Consumer::client_id`] returns for them): each is resumed with this consumer's
+    /// service, unsubscribed from this consumer's filters, processed until nothing has
+    /// arrived for a second, and ended, as with
+    /// [`drain_retired_sessions`](Self::drain_retired_sessions), which covers this
+    /// consumer's own retired connections. Use it when replicas have their own client
+    /// ids (`ingest-0`, `ingest-1`, … from a StatefulSet ordinal) and the set shrinks:
+    /// a replica that always runs (ordinal 0) drains those above the current count.
+    ///
+    /// ```
+    /// use tower_mqtt::{Config, Consumer, QoS};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// // Replica 0 of 2; there used to be 4, each with one connection (`ingest-<r>_0`).
+    /// let (replicas, most_ever) = (2, 4);
+    /// let consumer = Consumer::builder(Config::new("broker").client_id("ingest-0"))
+    ///     .topic("sensors/#", QoS::AtLeastOnce)
+    ///     .shared_group("ingest")
+    ///     .drain_sessions((replicas..most_ever).map(|r| format!("ingest-{r}_0")))
+    ///     .build()?;
+    /// # drop(consumer); Ok(()) }
+    /// ```
+    ///
+    /// **Only for consumers that are gone**: resuming the session of a consumer that
+    /// still runs takes it over (the broker disconnects the other, which then takes it
+    /// back, and so on). Naming one of this consumer's own connections, an empty id, or
+    /// using `clean_start(true)` is a [`ConfigError`].
+    pub fn drain_sessions<I, T>(mut self, client_ids: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.retired_sessions
+            .extend(client_ids.into_iter().map(Into::into));
+        self
+    }
+
     /// Apply the options loaded from a config file: each field that is set calls the
     /// builder method of its name (topics are added after those already there), and
     /// `build()` checks the values as usual. Feature `serde`; see [`ConsumerOptions`].
@@ -327,6 +366,29 @@ impl ConsumerBuilder {
                 resolution: "with clean_start(true) the broker keeps no session to drain; drop drain_retired_sessions, or use clean_start(false)",
             });
         }
+        if !self.retired_sessions.is_empty() && c.clean_start {
+            return Err(ConfigError::ConflictingOption {
+                option: "drain_sessions".into(),
+                other: "clean_start(true)",
+                resolution: "with clean_start(true) the broker keeps no session to drain; drop drain_sessions, or use clean_start(false)",
+            });
+        }
+        for id in &self.retired_sessions {
+            if id.is_empty() {
+                return Err(ConfigError::InvalidClientId {
+                    id: id.clone(),
+                    reason:
+                        "drain_sessions: a session to drain needs its client id; drop the empty one",
+                });
+            }
+            if (0..self.concurrency).any(|k| *id == format!("{client_id}_{k}")) {
+                return Err(ConfigError::ConflictingOption {
+                    option: format!("drain_sessions({id:?})"),
+                    other: "the consumer's own connections",
+                    resolution: "that session is one of this consumer's own connections, which it resumes anyway; name only sessions of consumers that no longer run",
+                });
+            }
+        }
         if self.drain_timeout.is_zero() {
             return Err(ConfigError::ZeroDuration("drain_timeout"));
         }
@@ -374,6 +436,7 @@ impl ConsumerBuilder {
         };
         Ok(Consumer {
             watch_drops: self.watch_drops,
+            retired_sessions: self.retired_sessions,
             decider,
             settings: Arc::new(Settings {
                 client_id,
@@ -420,6 +483,7 @@ pub struct Consumer {
     settings: Arc<Settings>,
     decider: Decider,
     watch_drops: bool,
+    retired_sessions: Vec<String>,
 }
 
 impl Consumer {
@@ -442,6 +506,7 @@ impl Consumer {
             },
             max_reconnect_attempts: None,
             retired_up_to: 0,
+            retired_sessions: Vec::new(),
             hook: None,
             watch_drops: false,
         }
@@ -476,8 +541,13 @@ impl Consumer {
 
     /// Where the messages of connection `index` come from.
     fn origin(&self, index: usize) -> Arc<Origin> {
+        self.origin_as(index, self.client_id(index))
+    }
+
+    /// The origin of connection `index` under another client id (a drained session).
+    fn origin_as(&self, index: usize, client_id: String) -> Arc<Origin> {
         Arc::new(Origin {
-            client_id: self.client_id(index),
+            client_id,
             producer_index: index,
             shared_group: self.settings.shared_group.clone(),
             host: self.settings.config.host.clone(),
@@ -524,6 +594,16 @@ impl Consumer {
             &self.settings,
             retired,
             |index| self.origin(index),
+            &service,
+            &stop,
+            &mut tasks,
+        );
+        // Other consumers' sessions: indices after this consumer's own slots.
+        let first = self.settings.retired_up_to.max(self.settings.concurrency);
+        crate::retire::spawn(
+            &self.settings,
+            first..first + self.retired_sessions.len(),
+            |index| self.origin_as(index, self.retired_sessions[index - first].clone()),
             &service,
             &stop,
             &mut tasks,

@@ -16,10 +16,11 @@ use support::consumer::{config, left_in_session};
 use support::{unique, with_timeout, Broker, BrokerOptions};
 use tower_mqtt::ProtoVer;
 
-/// Every valid reading becomes one row, every invalid one is dead-lettered, every
-/// message is acknowledged, and the session holds nothing afterwards.
+/// Every valid reading becomes one row, in its sensor's order (batches per sensor,
+/// written one at a time per sensor), every invalid one is dead-lettered, every message
+/// is acknowledged, and the session holds nothing afterwards.
 #[tokio::test]
-async fn valid_readings_become_rows_and_the_session_holds_nothing() {
+async fn valid_readings_become_rows_in_sensor_order_and_the_session_holds_nothing() {
     with_timeout(Duration::from_secs(120), async {
         let database = std::env::var("DATABASE_URL")
             .unwrap_or_else(|_| "host=127.0.0.1 user=postgres dbname=test".into());
@@ -53,6 +54,7 @@ async fn valid_readings_become_rows_and_the_session_holds_nothing() {
         assert!(valid < readings, "the demo data has invalid readings");
         assert_eq!(rows, valid as i64, "{summary:?}");
         assert_eq!(summary.rows, rows);
+        assert_eq!(summary.out_of_order, 0, "{summary:?}");
         assert_eq!(summary.acknowledged, readings, "{summary:?}");
         let marker_topic = format!("{prefix}/readings/marker");
         let left = left_in_session(&broker, &id, &marker_topic, 1).await;

@@ -120,3 +120,89 @@ async fn drained_and_ended(proto: ProtoVer) {
         "{proto:?}"
     );
 }
+
+/// Replicas with their own client ids (`<a>`, `<b>`) share a group; after `<b>` is
+/// retired, `<a>` drains `<b>_0` with `drain_sessions`: every message is processed, and
+/// `<b>`'s session is ended.
+#[tokio::test]
+async fn a_retired_replica_session_is_drained_by_name() {
+    with_timeout(Duration::from_secs(120), async {
+        let broker = Broker::start(BrokerOptions::default());
+        let (a, b, topic) = (unique("replica-a"), unique("replica-b"), unique("t"));
+        let replica = |id: &str| {
+            builder(
+                config(&broker, id).proto_ver(ProtoVer::V5),
+                &topic,
+                Q::AtLeastOnce,
+            )
+            .shared_group("g")
+        };
+        let processed = Processed::default();
+        for id in [&a, &b] {
+            let running = spawn(replica(id), recording(&processed));
+            running.events.wait_subscribed(1, 1).await;
+            running.stop().await.unwrap();
+        }
+        let payloads: Vec<Vec<u8>> = (0..N).map(|i| format!("m{i}").into_bytes()).collect();
+        publish_many(&broker, &topic, QoS::AtLeastOnce, payloads).await;
+
+        let running = spawn(
+            replica(&a).drain_sessions([format!("{b}_0")]),
+            recording(&processed),
+        );
+        running
+            .events
+            .wait_count(N, WAIT, |e| matches!(e, Ev::Ack { .. }))
+            .await;
+        // The first run's DISCONNECT, the drained slot's, then the clean-start
+        // connection that ends the session.
+        broker
+            .wait_for_log_count(&format!("Client {b}_0 disconnected"), 3, WAIT)
+            .await;
+        running.stop().await.unwrap();
+
+        assert_eq!(processed.distinct(), N, "replica b's share came through a");
+        let probe = TestClient::connect(&broker, &format!("{b}_0"), false, false).await;
+        assert!(!probe.session_present(), "replica b's session is ended");
+        probe.disconnect(WAIT).await;
+    })
+    .await;
+}
+
+/// `drain_sessions` refuses what would harm: one of the consumer's own connections, an
+/// empty id, and `clean_start(true)` (no session to drain).
+#[test]
+fn drain_sessions_refuses_its_own_connections_empty_ids_and_clean_start() {
+    use tower_mqtt::{Config, ConfigError, Consumer};
+    let base = || {
+        Consumer::builder(Config::new("127.0.0.1").client_id("ingest-0"))
+            .topic("t", Q::AtLeastOnce)
+            .shared_group("g")
+            .concurrency(2)
+    };
+    let own = base().drain_sessions(["ingest-0_1"]).build().unwrap_err();
+    assert!(
+        matches!(&own, ConfigError::ConflictingOption { option, .. } if option.contains("ingest-0_1")),
+        "{own}"
+    );
+    let empty = base().drain_sessions([""]).build().unwrap_err();
+    assert!(
+        matches!(empty, ConfigError::InvalidClientId { .. }),
+        "{empty}"
+    );
+    let clean = Consumer::builder(
+        Config::new("127.0.0.1")
+            .client_id("ingest-0")
+            .clean_start(true),
+    )
+    .topic("t", Q::AtLeastOnce)
+    .on_failure(tower_mqtt::OnFailure::Ack)
+    .drain_sessions(["ingest-1_0"])
+    .build()
+    .unwrap_err();
+    assert!(
+        matches!(&clean, ConfigError::ConflictingOption { option, .. } if option == "drain_sessions"),
+        "{clean}"
+    );
+    assert!(base().drain_sessions(["ingest-2_0"]).build().is_ok());
+}

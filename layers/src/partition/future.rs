@@ -12,11 +12,11 @@ use super::lanes::Turn;
 
 pin_project! {
     /// Response future of [`Partition`](super::Partition): waits for the turn of the
-    /// message's key, then calls (a clone of) the inner service. Dropping it, or its
-    /// completion, hands the turn to the next message of the key.
-    pub struct ResponseFuture<S, K>
+    /// request's key, then calls (a clone of) the inner service. Dropping it, or its
+    /// completion, hands the turn to the next request of the key.
+    pub struct ResponseFuture<S, K, R = Message>
     where
-        S: Service<Message>,
+        S: Service<R>,
         K: Hash,
         K: Eq,
         K: Clone,
@@ -24,7 +24,7 @@ pin_project! {
         #[pin]
         state: State<S::Future>,
         inner: S,
-        message: Option<Message>,
+        request: Option<R>,
         turn: Option<Turn<K>>,
     }
 }
@@ -41,24 +41,24 @@ pin_project! {
     }
 }
 
-impl<S, K> ResponseFuture<S, K>
+impl<S, K, R> ResponseFuture<S, K, R>
 where
-    S: Service<Message>,
+    S: Service<R>,
     K: Hash + Eq + Clone,
 {
-    pub(super) fn new(turn: Turn<K>, inner: S, message: Message) -> Self {
+    pub(super) fn new(turn: Turn<K>, inner: S, request: R) -> Self {
         Self {
             state: State::Queued,
             inner,
-            message: Some(message),
+            request: Some(request),
             turn: Some(turn),
         }
     }
 }
 
-impl<S, K> Future for ResponseFuture<S, K>
+impl<S, K, R> Future for ResponseFuture<S, K, R>
 where
-    S: Service<Message>,
+    S: Service<R>,
     S::Error: Into<BoxError>,
     K: Hash + Eq + Clone,
 {
@@ -78,8 +78,8 @@ where
                         *this.turn = None;
                         return Poll::Ready(Err(e.into()));
                     }
-                    let message = this.message.take().expect("called once");
-                    let future = this.inner.call(message);
+                    let request = this.request.take().expect("called once");
+                    let future = this.inner.call(request);
                     this.state.set(State::Called { future });
                 }
                 StateProj::Called { future } => {
@@ -93,9 +93,9 @@ where
     }
 }
 
-impl<S, K> fmt::Debug for ResponseFuture<S, K>
+impl<S, K, R> fmt::Debug for ResponseFuture<S, K, R>
 where
-    S: Service<Message>,
+    S: Service<R>,
     K: Hash + Eq + Clone + fmt::Debug,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

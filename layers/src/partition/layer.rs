@@ -1,5 +1,6 @@
 use std::fmt;
 use std::hash::Hash;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use tower_layer::Layer;
@@ -35,10 +36,20 @@ pub type TopicKey = fn(&Message) -> String;
 /// # let _ = service;
 /// # Ok::<_, tower_mqtt_layers::partition::InvalidMaxWaiting>(())
 /// ```
-#[derive(Clone)]
-pub struct PartitionLayer<F> {
+pub struct PartitionLayer<F, R = Message> {
     key: Arc<F>,
     max_waiting: usize,
+    _request: PhantomData<fn(&R)>,
+}
+
+impl<F, R> Clone for PartitionLayer<F, R> {
+    fn clone(&self) -> Self {
+        Self {
+            key: self.key.clone(),
+            max_waiting: self.max_waiting,
+            _request: PhantomData,
+        }
+    }
 }
 
 impl PartitionLayer<TopicKey> {
@@ -57,9 +68,43 @@ impl<F> PartitionLayer<F> {
         F: Fn(&Message) -> K + Send + Sync + 'static,
         K: Hash + Eq + Clone + Send + 'static,
     {
+        Self::for_requests(key)
+    }
+}
+
+impl<F, R> PartitionLayer<F, R> {
+    /// Partition requests of any type by `key(request)`, for a `Partition` below
+    /// another layer that changes the request: under a keyed
+    /// [`batch`](crate::batch) layer, for instance, batches of one key run one at a
+    /// time, in the order they were flushed.
+    ///
+    /// ```
+    /// use tower::ServiceBuilder;
+    /// use tower_mqtt::{BoxError, Message};
+    /// use tower_mqtt_layers::batch::{Batch, BatchLayer};
+    /// use tower_mqtt_layers::partition::PartitionLayer;
+    /// use tower_mqtt_layers::ServiceBuilderExt;
+    ///
+    /// // One batch per device; a device's batches are written one after the other.
+    /// let batches = BatchLayer::builder()
+    ///     .batch_key(|m: &Message| m.topic().split('/').nth(1).unwrap_or("").to_owned())
+    ///     .build()?;
+    /// let service = ServiceBuilder::new()
+    ///     .batch(batches)
+    ///     .layer(PartitionLayer::for_requests(|b: &Batch<Message, String>| b.key().clone()))
+    ///     .service_fn(|_batch: Batch<Message, String>| async { Ok::<_, BoxError>(()) });
+    /// # let _ = service;
+    /// # Ok::<_, tower_mqtt_layers::batch::BatchConfigError>(())
+    /// ```
+    pub fn for_requests<K>(key: F) -> Self
+    where
+        F: Fn(&R) -> K + Send + Sync + 'static,
+        K: Hash + Eq + Clone + Send + 'static,
+    {
         Self {
             key: Arc::new(key),
             max_waiting: DEFAULT_MAX_WAITING,
+            _request: PhantomData,
         }
     }
 
@@ -77,7 +122,7 @@ impl<F> PartitionLayer<F> {
     }
 }
 
-impl<F> fmt::Debug for PartitionLayer<F> {
+impl<F, R> fmt::Debug for PartitionLayer<F, R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PartitionLayer")
             .field("max_waiting", &self.max_waiting)
@@ -85,9 +130,9 @@ impl<F> fmt::Debug for PartitionLayer<F> {
     }
 }
 
-impl<S, F, K> Layer<S> for PartitionLayer<F>
+impl<S, F, K, R> Layer<S> for PartitionLayer<F, R>
 where
-    F: Fn(&Message) -> K + Send + Sync + 'static,
+    F: Fn(&R) -> K + Send + Sync + 'static,
     K: Hash + Eq + Clone + Send + 'static,
 {
     type Service = Partition<S, F, K>;

@@ -4,10 +4,12 @@
 //! service was called, while messages with different keys run concurrently. The key is
 //! any function of the message ([`PartitionLayer::new`]); the topic by default
 //! ([`PartitionLayer::by_topic`], [`ServiceBuilderExt::partition_by`](crate::ServiceBuilderExt::partition_by)).
+//! Below a layer that turns messages into other requests (batches, say), key those
+//! requests instead: [`PartitionLayer::for_requests`].
 //!
 //! ```
 //! use tower::ServiceBuilder;
-//! use tower_mqtt::{BoxError, Message};
+//! use tower_mqtt::BoxError;
 //! use tower_mqtt_layers::ServiceBuilderExt;
 //!
 //! // Readings of one sensor (`sensors/<id>/...`) are stored in order.
@@ -72,7 +74,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use tower_mqtt::{BoxError, Message};
+use tower_mqtt::BoxError;
 use tower_service::Service;
 
 pub use self::error::InvalidMaxWaiting;
@@ -143,16 +145,16 @@ impl<S: fmt::Debug, F, K> fmt::Debug for Partition<S, F, K> {
     }
 }
 
-impl<S, F, K> Service<Message> for Partition<S, F, K>
+impl<S, F, K, R> Service<R> for Partition<S, F, K>
 where
-    S: Service<Message> + Clone,
+    S: Service<R> + Clone,
     S::Error: Into<BoxError>,
-    F: Fn(&Message) -> K,
+    F: Fn(&R) -> K,
     K: Hash + Eq + Clone,
 {
     type Response = S::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S, K>;
+    type Future = ResponseFuture<S, K, R>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         if !self.reserved {
@@ -162,13 +164,13 @@ where
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, message: Message) -> Self::Future {
+    fn call(&mut self, request: R) -> Self::Future {
         assert!(
             std::mem::take(&mut self.reserved),
             "Partition::call without poll_ready returning Ready first"
         );
-        let turn = self.lanes.join((self.key)(&message));
-        ResponseFuture::new(turn, self.inner.clone(), message)
+        let turn = self.lanes.join((self.key)(&request));
+        ResponseFuture::new(turn, self.inner.clone(), request)
     }
 }
 

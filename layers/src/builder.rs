@@ -14,6 +14,8 @@ use crate::dead_letter::DeadLetterLayer;
 use crate::decode::Json;
 #[cfg(feature = "decode")]
 use crate::decode::{DecodeLayer, Decoder};
+#[cfg(feature = "dedup")]
+use crate::dedup::DedupLayer;
 #[cfg(feature = "partition")]
 use crate::partition::PartitionLayer;
 #[cfg(feature = "poison")]
@@ -133,6 +135,12 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed + Sized {
     #[cfg(feature = "batch")]
     #[must_use]
     fn batch<R, K>(self, batches: BatchLayer<R, K>) -> ServiceBuilder<Stack<BatchLayer<R, K>, L>>;
+
+    /// Call the inner service once per message id; copies of a processed id are
+    /// answered `Ok` without a call: [`DedupLayer`] (see [`crate::dedup`]).
+    #[cfg(feature = "dedup")]
+    #[must_use]
+    fn dedup(self, dedup: DedupLayer) -> ServiceBuilder<Stack<DedupLayer, L>>;
 }
 
 impl<L> sealed::Sealed for ServiceBuilder<L> {}
@@ -205,6 +213,11 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     #[cfg(feature = "batch")]
     fn batch<R, K>(self, batches: BatchLayer<R, K>) -> ServiceBuilder<Stack<BatchLayer<R, K>, L>> {
         self.layer(batches)
+    }
+
+    #[cfg(feature = "dedup")]
+    fn dedup(self, dedup: DedupLayer) -> ServiceBuilder<Stack<DedupLayer, L>> {
+        self.layer(dedup)
     }
 }
 

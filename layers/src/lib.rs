@@ -15,12 +15,13 @@
 //! | [`router`][router] | `router` | send each message to the most specific route whose topic filter matches, with the wildcards' captures in its extensions and a fallback |
 //! | [`partition`][partition] | `partition` | messages with the same key (the topic, or any function of the message) one at a time in arrival order, different keys concurrently, with a bounded wait queue |
 //! | [`batch`][batch] | `batch` | collect messages (or decoded values) into batches for a `Service<Batch<R>>`, by size, time and the consumer's window, across connections; each message keeps its own result |
+//! | [`dedup`][dedup] | `dedup`, `dedup-redis` | effectively-once: a message whose id (an MQTT 5 user property, or any function of it) was processed is acknowledged without calling the service again; ids in a bounded in-memory store or in Redis (shared by processes), recorded after success with a TTL |
 //!
 //! [`ServiceBuilderExt`][ServiceBuilderExt] adds the failure-handling layers to `tower::ServiceBuilder`
 //! (`.dead_letter(publisher, topic)`, `.catch_panic()`, `.retry_messages(policy)`,
 //! `.decode_json::<T>()`,
 //! `.decode(decoder)`, `.max_deliveries(n)`), and the flow layers (`.batch(..)`,
-//! `.partition_by(key)`, `.shared_rate_limit(n, per)`).
+//! `.partition_by(key)`, `.shared_rate_limit(n, per)`, `.dedup(layer)`).
 //!
 #![cfg_attr(
     any(
@@ -61,6 +62,8 @@
 #![cfg_attr(not(feature = "partition"), doc = "[partition]: #features")]
 #![cfg_attr(feature = "batch", doc = "[batch]: crate::batch")]
 #![cfg_attr(not(feature = "batch"), doc = "[batch]: #features")]
+#![cfg_attr(feature = "dedup", doc = "[dedup]: crate::dedup")]
+#![cfg_attr(not(feature = "dedup"), doc = "[dedup]: #features")]
 #![cfg_attr(
     any(
         feature = "retry",
@@ -70,7 +73,8 @@
         feature = "poison",
         feature = "partition",
         feature = "rate-limit",
-        feature = "batch"
+        feature = "batch",
+        feature = "dedup"
     ),
     doc = "[ServiceBuilderExt]: crate::ServiceBuilderExt"
 )]
@@ -83,7 +87,8 @@
         feature = "poison",
         feature = "partition",
         feature = "rate-limit",
-        feature = "batch"
+        feature = "batch",
+        feature = "dedup"
     )),
     doc = "[ServiceBuilderExt]: #features"
 )]
@@ -102,7 +107,8 @@ pub mod batch;
     feature = "poison",
     feature = "partition",
     feature = "rate-limit",
-    feature = "batch"
+    feature = "batch",
+    feature = "dedup"
 ))]
 mod builder;
 #[cfg(feature = "catch-panic")]
@@ -114,6 +120,9 @@ pub mod dead_letter;
 #[cfg(feature = "decode")]
 #[cfg_attr(docsrs, doc(cfg(feature = "decode")))]
 pub mod decode;
+#[cfg(feature = "dedup")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dedup")))]
+pub mod dedup;
 #[cfg(feature = "otel")]
 #[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
 pub mod otel;
@@ -141,6 +150,7 @@ pub mod router;
     feature = "poison",
     feature = "partition",
     feature = "rate-limit",
-    feature = "batch"
+    feature = "batch",
+    feature = "dedup"
 ))]
 pub use self::builder::ServiceBuilderExt;

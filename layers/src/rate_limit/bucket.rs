@@ -6,6 +6,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// How late a caller may be and still keep the schedule, at rates faster than one
+/// permit per `CATCH_UP`: tokio's timers fire on millisecond ticks, so at 5,000 a second
+/// a waiter wakes several permits late; without catching up the rate would fall to
+/// about one permit per tick.
+pub(super) const CATCH_UP: Duration = Duration::from_millis(10);
+
 #[derive(Debug)]
 pub(super) struct Bucket {
     /// Time between two permits at the steady rate.
@@ -13,8 +19,8 @@ pub(super) struct Bucket {
     /// How far ahead of now the schedule may run: `interval * (burst - 1)`.
     tolerance: Duration,
     /// When the next permit is due at the steady rate (`None`: nothing taken yet).
-    /// Over any span, at most `burst + span / interval` permits are handed out (plus
-    /// one, for a caller that was late).
+    /// Over any span, at most `burst + span / interval` permits are handed out, plus
+    /// those a late caller catches up on (at most `max(interval, CATCH_UP) / interval`).
     due: Mutex<Option<Instant>>,
 }
 
@@ -31,11 +37,13 @@ impl Bucket {
     pub(super) fn try_acquire(&self, now: Instant) -> Result<(), Instant> {
         // Only plain values live behind the lock: a poisoned one is still consistent.
         let mut due = self.due.lock().unwrap_or_else(|p| p.into_inner());
-        // A caller less than one interval late (a timer firing a little after its
-        // deadline, say) keeps the schedule, so timer lag does not lower the rate; one
-        // later than that starts a new schedule (a quiet period gives no extra burst).
+        // A caller less than one interval (or CATCH_UP) late, a timer firing after its
+        // deadline, keeps the schedule, and the permits it fell behind on are handed out
+        // at once: timer lag and the timer's millisecond granularity do not lower the
+        // rate. One later than that starts a new schedule (a quiet period gives no extra
+        // burst).
         let next = match *due {
-            Some(d) if now < d + self.interval => d,
+            Some(d) if now < d + self.interval.max(CATCH_UP) => d,
             _ => now,
         };
         if next - now > self.tolerance {

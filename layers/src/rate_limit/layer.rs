@@ -31,8 +31,11 @@ pub struct SharedRateLimitLayer {
 
 impl SharedRateLimitLayer {
     /// At most `num` messages per `per`, evenly spaced (`per / num` apart; see
-    /// [`burst`](Self::burst)). `num == 0`, or `per` shorter than `num` nanoseconds, is
-    /// an [`InvalidRate`].
+    /// [`burst`](Self::burst)). Faster than one per 10 ms, a waiter that wakes late
+    /// (tokio's timers tick every millisecond) catches up on the permits it missed, so
+    /// the rate holds at thousands a second; over any span the count may then run up to
+    /// 10 ms worth of permits ahead of the even spacing. `num == 0`, or `per` shorter
+    /// than `num` nanoseconds, is an [`InvalidRate`].
     pub fn new(num: u32, per: Duration) -> Result<Self, InvalidRate> {
         if num == 0 {
             return Err(InvalidRate::ZeroNum);

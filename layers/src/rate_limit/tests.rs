@@ -95,6 +95,23 @@ async fn a_late_caller_keeps_the_schedule() {
     assert_eq!(calls_at(&mut svc, &calls, 2).await, [0, 200]);
 }
 
+/// Faster than the timer's millisecond ticks (5,000 a second: one permit every
+/// 200 µs), the waiters catch up on the permits they woke late for, so the rate holds:
+/// 1,000 calls take 200 ms of (paused) time, not one tick each.
+#[tokio::test(start_paused = true)]
+async fn rates_above_the_timer_resolution_hold() {
+    let calls = Arc::default();
+    let mut svc = recording(per_second(5_000), &calls);
+    let at = calls_at(&mut svc, &calls, 1_000).await;
+    let last = *at.last().unwrap();
+    assert!((195..=210).contains(&last), "the 1,000th call at {last} ms");
+    // Never ahead of the schedule by more than the catch-up window.
+    for (i, ms) in at.iter().enumerate() {
+        let due = i as u128 / 5;
+        assert!(*ms + 10 >= due, "call {i} at {ms} ms, due at {due} ms");
+    }
+}
+
 /// `Consumer::run` clones the stack per connection: the clones draw on one budget.
 #[tokio::test(start_paused = true)]
 async fn clones_share_one_budget() {

@@ -70,16 +70,16 @@ const MAX_INFLIGHT: usize = 50;
 impl Fault {
     fn name(self) -> &'static str {
         match self {
-            Fault::ConsumerKill => "consumer_kill",
-            Fault::ConnectionCut => "reset",
-            Fault::BrokerTerm => "broker_term",
-            Fault::BrokerKill => "broker_kill",
+            Self::ConsumerKill => "consumer_kill",
+            Self::ConnectionCut => "reset",
+            Self::BrokerTerm => "broker_term",
+            Self::BrokerKill => "broker_kill",
         }
     }
 
     /// Whether the consumer's side failed (the broker kept its state).
     fn consumer_side(self) -> bool {
-        matches!(self, Fault::ConsumerKill | Fault::ConnectionCut)
+        matches!(self, Self::ConsumerKill | Self::ConnectionCut)
     }
 }
 
@@ -572,15 +572,17 @@ fn per_kind_lines(
             publishes.len().saturating_sub(acks.len())
         })
     };
-    // The broker's side of the same connection (the i-th proxy connection is the i-th
-    // one the broker logged for this client).
+    // The broker's side of the same connection: the k-th proxy connection that carried
+    // a CONNECT is the k-th one the broker logged for this client.
+    let sent_connect = |i: usize| recordings[i].upstream.lock().unwrap().first() == Some(&0x10);
     let broker_side = |f: &Injected| match (acks_processed, f.connection) {
-        (Some(processed), Some(i)) => {
+        (Some(processed), Some(i)) if sent_connect(i) => {
             let (_, acks) = support::proxy::publish_and_ack_order(&recordings[i], true);
+            let k = (0..i).filter(|&j| sent_connect(j)).count();
             format!(
                 "; the proxy forwarded {} acks on it, mosquitto processed {}",
                 acks.len(),
-                processed.get(i).map_or("?".into(), ToString::to_string)
+                processed.get(k).map_or("?".into(), ToString::to_string)
             )
         }
         _ => String::new(),

@@ -167,9 +167,10 @@ where
     /// connections, which still occupy the service), decided acks waiting behind an
     /// earlier message, acks in the write buffer not flushed yet, and the stashed
     /// PUBLISH. Counting the unflushed acks means a connection never has more than
-    /// `max_inflight` messages taken and not yet acknowledged on the wire, so one fault
-    /// (a killed process, a reset connection) brings back at most that many messages
-    /// that were already processed.
+    /// `max_inflight` messages taken and not yet acknowledged on the wire, so a killed
+    /// process brings back at most that many messages that were already processed (a
+    /// reset connection up to twice that: after an orderly close by the peer the next
+    /// write still succeeds, and one more window can be taken before a write fails).
     #[inline]
     fn held(&self, conn: &Conn) -> usize {
         self.calls.len()

@@ -11,8 +11,15 @@
 //! saves its database periodically, so a kill -9 loses what it accepted since); the
 //! consumer's session holds nothing at the end (everything processed was acknowledged);
 //! and progress resumes within [`STALL_LIMIT`] after every fault. Printed:
-//! `chaos: published=… processed_unique=… lost=… broker_lost=… duplicates=… faults=… seed=…`.
-//! `CHAOS_SEED=<n>` replays a run's fault sequence.
+//! `chaos: published=… processed_unique=… lost=… broker_lost=… duplicates=… faults=… seed=…`,
+//! then one `chaos-kind:` line per fault kind with the duplicates attributed to it (a
+//! processed id seen before counts against the last fault injected before it was
+//! written) and what the broker still had out unacknowledged on the connection the
+//! fault ended (from the proxy's recording). `CHAOS_SEED=<n>` replays a run's fault
+//! sequence; `CHAOS_KINDS=reset,consumer_kill` (also `broker_term`, `broker_kill`)
+//! injects only those kinds, and `CHAOS_SPACING=<n>` waits for `n` new ids processed
+//! after each fault (default 50), for measuring one kind at a time (see
+//! `docs/duplicates.md`).
 
 mod support;
 
@@ -57,6 +64,71 @@ const KINDS: [Fault; 4] = [
     Fault::BrokerKill,
 ];
 
+/// The consumer's `max_inflight` (and so its MQTT 5 Receive Maximum).
+const MAX_INFLIGHT: usize = 50;
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Self::ConsumerKill => "consumer_kill",
+            Self::ConnectionCut => "reset",
+            Self::BrokerTerm => "broker_term",
+            Self::BrokerKill => "broker_kill",
+        }
+    }
+
+    /// Whether the consumer's side failed (the broker kept its state).
+    fn consumer_side(self) -> bool {
+        matches!(self, Self::ConsumerKill | Self::ConnectionCut)
+    }
+}
+
+/// The kinds to inject: all of them, or those `CHAOS_KINDS` names.
+fn kinds() -> Vec<Fault> {
+    let Ok(names) = std::env::var("CHAOS_KINDS") else {
+        return KINDS.to_vec();
+    };
+    let kinds: Vec<Fault> = names
+        .split(',')
+        .map(|name| {
+            *KINDS
+                .iter()
+                .find(|k| k.name() == name.trim())
+                .unwrap_or_else(|| panic!("CHAOS_KINDS: unknown kind {name:?}"))
+        })
+        .collect();
+    assert!(!kinds.is_empty(), "CHAOS_KINDS names no kind");
+    kinds
+}
+
+/// One injected fault, for attributing duplicates.
+struct Injected {
+    kind: Fault,
+    /// Lines in the processed file when it was injected.
+    at_line: usize,
+    /// The proxy connection it ended (the newest one when it was injected).
+    connection: Option<usize>,
+}
+
+/// Duplicates per fault (a processed id seen before counts against the last fault
+/// injected before its line), in fault order; duplicates before the first fault are
+/// returned separately.
+fn duplicates_per_fault(all: &[String], faults: &[Injected]) -> (usize, Vec<usize>) {
+    let mut seen = std::collections::HashSet::new();
+    let mut before_any = 0;
+    let mut per_fault = vec![0; faults.len()];
+    for (line, id) in all.iter().enumerate() {
+        if seen.insert(id.as_str()) {
+            continue;
+        }
+        match faults.iter().rposition(|f| f.at_line <= line) {
+            Some(i) => per_fault[i] += 1,
+            None => before_any += 1,
+        }
+    }
+    (before_any, per_fault)
+}
+
 /// The consumer child: runs only when the parent test starts this binary with
 /// `CHAOS_PORT` set. Appends each id it processed successfully to `CHAOS_OUT`, one per
 /// line, before returning `Ok`; runs until SIGTERM (then drains) or SIGKILL.
@@ -87,7 +159,7 @@ async fn chaos_child_consumer() {
         .connect_timeout(Duration::from_secs(3));
     let consumer = Consumer::builder(config)
         .topic(env("CHAOS_TOPIC"), qos)
-        .max_inflight(50)
+        .max_inflight(MAX_INFLIGHT)
         .redeliver_after(Duration::from_millis(200))
         .drain_timeout(Duration::from_secs(2))
         .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500))
@@ -206,8 +278,17 @@ async fn run_chaos(qos: QoS, broker_options: BrokerOptions) {
     println!("chaos: seed={seed} (replay with CHAOS_SEED={seed})");
     let mut rng = Seeded(seed);
 
+    // `CHAOS_BROKER_DEBUG=1`: the broker logs every packet, and the per-kind lines say
+    // how many of the acks the proxy forwarded on the worst fault's connection mosquitto
+    // processed (for measuring; the log grows by some MB).
+    let debug = std::env::var_os("CHAOS_BROKER_DEBUG").is_some();
     let mut broker = Broker::start(BrokerOptions {
         persistence: true,
+        extra_config: if debug {
+            "log_type debug\n".into()
+        } else {
+            String::new()
+        },
         ..broker_options
     });
     let proxy = Proxy::start(broker.port()).await;
@@ -301,10 +382,28 @@ async fn run_chaos(qos: QoS, broker_options: BrokerOptions) {
     let mut faults = 0;
     let started = Instant::now();
     let mut timeline: Vec<(Duration, Fault, usize)> = Vec::new();
+    let kinds = kinds();
+    // New ids processed after a fault before the next one (`CHAOS_SPACING` for
+    // measuring: the resent in-flight set of one fault then lands before the next).
+    let spacing: usize = std::env::var("CHAOS_SPACING")
+        .ok()
+        .map_or(50, |s| s.parse().expect("CHAOS_SPACING: a number"));
+    let mut injected: Vec<Injected> = Vec::new();
+    let measuring = std::env::var_os("CHAOS_KINDS").is_some();
     for n in 0..FAULTS {
+        // Measuring one kind: faults only while messages flow (a kill -9 run would
+        // otherwise wait, after the last publish, for messages the broker lost).
+        if measuring && publishing.is_finished() {
+            break;
+        }
         // Every kind at least once in each round of four, in a seeded order.
-        let kind = KINDS[(n + rng.below(4) as usize) % 4];
+        let kind = kinds[(n + rng.below(4) as usize) % kinds.len()];
         let before = processed(&out).len();
+        injected.push(Injected {
+            kind,
+            at_line: before,
+            connection: proxy.recordings().len().checked_sub(1),
+        });
         match kind {
             Fault::ConsumerKill => {
                 child.kill();
@@ -345,7 +444,7 @@ async fn run_chaos(qos: QoS, broker_options: BrokerOptions) {
         loop {
             let now = processed(&out).len();
             let all = processed_unique(&out).len() >= MESSAGES;
-            if now > before + 50 || all {
+            if now > before + spacing || all {
                 break;
             }
             assert!(
@@ -409,10 +508,15 @@ async fn run_chaos(qos: QoS, broker_options: BrokerOptions) {
         worst_stall.as_millis(),
     );
     println!("{line}");
+    let acks_processed = debug.then(|| acks_processed_per_connection(&broker.log(), &id));
+    let per_kind = per_kind_lines(qos, &all, &injected, &proxy, acks_processed.as_deref());
+    for kind_line in &per_kind {
+        println!("{kind_line}");
+    }
     // Also where `scripts/test` prints it from, since a passing test's output is captured.
     let summary =
         Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("chaos-qos{}.txt", qos as u8));
-    let _ = std::fs::write(summary, format!("{line}\n"));
+    let _ = std::fs::write(summary, format!("{line}\n{}\n", per_kind.join("\n")));
     if !by_consumer.is_empty() {
         for (at, kind, saves) in &timeline {
             println!("fault at {at:?}: {kind:?} (saves {saves})");
@@ -449,6 +553,91 @@ async fn run_chaos(qos: QoS, broker_options: BrokerOptions) {
     );
 }
 
+/// One `chaos-kind:` line per fault kind injected: how many faults, the duplicates
+/// attributed to them (total, worst single fault), and for the worst fault what the
+/// broker still had out unacknowledged on the connection it ended (PUBLISHes the proxy
+/// forwarded minus PUBACKs/PUBRECs it forwarded back).
+fn per_kind_lines(
+    qos: QoS,
+    all: &[String],
+    injected: &[Injected],
+    proxy: &Proxy,
+    acks_processed: Option<&[usize]>,
+) -> Vec<String> {
+    let (before_any, per_fault) = duplicates_per_fault(all, injected);
+    let recordings = proxy.recordings();
+    let unacked = |f: &Injected| {
+        f.connection.map_or(0, |i| {
+            let (publishes, acks) = support::proxy::publish_and_ack_order(&recordings[i], true);
+            publishes.len().saturating_sub(acks.len())
+        })
+    };
+    // The broker's side of the same connection: the k-th proxy connection that carried
+    // a CONNECT is the k-th one the broker logged for this client.
+    let sent_connect = |i: usize| recordings[i].upstream.lock().unwrap().first() == Some(&0x10);
+    let broker_side = |f: &Injected| match (acks_processed, f.connection) {
+        (Some(processed), Some(i)) if sent_connect(i) => {
+            let (_, acks) = support::proxy::publish_and_ack_order(&recordings[i], true);
+            let k = (0..i).filter(|&j| sent_connect(j)).count();
+            format!(
+                "; the proxy forwarded {} acks on it, mosquitto processed {}",
+                acks.len(),
+                processed.get(k).map_or("?".into(), ToString::to_string)
+            )
+        }
+        _ => String::new(),
+    };
+    let mut lines = Vec::new();
+    for kind in KINDS {
+        let faults: Vec<usize> = (0..injected.len())
+            .filter(|&i| injected[i].kind == kind)
+            .collect();
+        let Some(&worst) = faults.iter().max_by_key(|&&i| per_fault[i]) else {
+            continue;
+        };
+        let total: usize = faults.iter().map(|&i| per_fault[i]).sum();
+        lines.push(format!(
+            "chaos-kind: qos={} kind={} faults={} duplicates={total} per_fault_mean={:.1} per_fault_max={} (broker had {} unacknowledged out{}; max_inflight={MAX_INFLIGHT}) consumer_side={} per_fault={:?}",
+            qos as u8,
+            kind.name(),
+            faults.len(),
+            total as f64 / faults.len() as f64,
+            per_fault[worst],
+            unacked(&injected[worst]),
+            broker_side(&injected[worst]),
+            kind.consumer_side(),
+            faults.iter().map(|&i| per_fault[i]).collect::<Vec<_>>(),
+        ));
+    }
+    lines.push(format!(
+        "chaos-kind: qos={} kind=none duplicates={before_any}",
+        qos as u8
+    ));
+    lines
+}
+
+/// From a debug broker log: per connection of `<id>_0`, in order, how many PUBACKs and
+/// PUBRECs mosquitto processed on it.
+fn acks_processed_per_connection(log: &str, id: &str) -> Vec<usize> {
+    let client = format!("{id}_0");
+    let connected = format!("as {client} (");
+    let (puback, pubrec) = (
+        format!("Received PUBACK from {client} "),
+        format!("Received PUBREC from {client} "),
+    );
+    let mut per_connection = Vec::new();
+    for line in log.lines() {
+        if line.contains(&connected) {
+            per_connection.push(0);
+        } else if line.contains(&puback) || line.contains(&pubrec) {
+            if let Some(n) = per_connection.last_mut() {
+                *n += 1;
+            }
+        }
+    }
+    per_connection
+}
+
 fn processed_unique(out: &Path) -> BTreeSet<String> {
     processed(out).into_iter().collect()
 }
@@ -463,13 +652,17 @@ async fn chaos_at_least_once_under_faults_qos1() {
 }
 
 /// QoS 2 end to end (publisher and subscription), the same faults. mosquitto 2.0.11
-/// stalls QoS 2 for good behind a limited in-flight window (see the README's broker
-/// notes), so the broker's window is unlimited here (`max_inflight_messages 0`) and the
-/// consumer bounds itself (`max_inflight`).
+/// refuses QoS 2 publishes (PUBREC 0x97) behind a limited in-flight window (see the
+/// README's broker notes), so the broker's window is unlimited here
+/// (`max_inflight_messages 0`) and the consumer bounds itself (`max_inflight`).
+/// `CHAOS_QOS2_WINDOW=<n>` sets another window, for measuring.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_at_least_once_under_faults_qos2() {
+    let window = std::env::var("CHAOS_QOS2_WINDOW")
+        .ok()
+        .map(|w| w.parse().expect("CHAOS_QOS2_WINDOW: a number"));
     let broker = BrokerOptions {
-        max_inflight_messages: Some(0),
+        max_inflight_messages: Some(window.unwrap_or(0)),
         ..BrokerOptions::default()
     };
     with_timeout(

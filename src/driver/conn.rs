@@ -76,6 +76,11 @@ pub(super) struct Conn {
     withheld: usize,
     /// PUBRECs sent whose PUBREL has not arrived yet (QoS 2 handshakes in progress).
     awaiting_rel: usize,
+    /// Acks put in the write buffer since it was last flushed. Until they are written,
+    /// their messages are processed but not acknowledged: a fault now would bring them
+    /// back. They count against `max_inflight` ([`Conn::acks_unwritten`]), which bounds
+    /// the duplicates one fault can cause.
+    unwritten: usize,
     redeliver_timer: Option<Pin<Box<Sleep>>>,
     keepalive: Keepalive,
     phase: Phase,
@@ -98,6 +103,7 @@ impl Conn {
             calls: 0,
             withheld: 0,
             awaiting_rel: 0,
+            unwritten: 0,
             redeliver_timer: None,
             keepalive: Keepalive::new(keepalive),
             phase: Phase::Running,
@@ -193,6 +199,12 @@ impl Conn {
         self.order.waiting()
     }
 
+    /// Acks released into the write buffer and not flushed yet.
+    #[inline]
+    pub(super) fn acks_unwritten(&self) -> usize {
+        self.unwritten
+    }
+
     /// A call started on this connection finished as `disposition` (`seq` as returned
     /// by [`Conn::track`]): withhold a failure for redelivery, and release the acks that
     /// are now due, in arrival order. (Part of the per-message path, called once from
@@ -223,12 +235,16 @@ impl Conn {
     fn release_acks(&mut self) {
         let codec = self.codec;
         let wbuf = self.io.write_buf();
-        let awaiting_rel = &mut self.awaiting_rel;
-        self.order.release(|pkid, qos, d| {
-            if write_ack(codec, qos, pkid, d, wbuf) {
-                *awaiting_rel += 1;
-            }
-        });
+        let (awaiting_rel, unwritten) = (&mut self.awaiting_rel, &mut self.unwritten);
+        self.order
+            .release(|pkid, qos, d| match write_ack(codec, qos, pkid, d, wbuf) {
+                Written::Nothing => {}
+                Written::Ack => *unwritten += 1,
+                Written::PubRec => {
+                    *unwritten += 1;
+                    *awaiting_rel += 1;
+                }
+            });
     }
 
     /// Redelivery: failures have waited long enough, so the connection closes and the
@@ -376,7 +392,11 @@ impl Conn {
     /// written or a flush completed.
     #[inline]
     pub(super) fn poll_write(&mut self, cx: &mut Context<'_>) -> Result<bool, DownReason> {
-        self.io.poll_write(cx)
+        let progress = self.io.poll_write(cx)?;
+        if self.io.is_flushed() {
+            self.unwritten = 0;
+        }
+        Ok(progress)
     }
 
     /// Read more from the socket (`needed`: bytes still missing from the next packet).
@@ -392,8 +412,18 @@ impl Conn {
     }
 }
 
+/// What [`write_ack`] put in the write buffer.
+enum Written {
+    /// Nothing: the disposition sends no ack.
+    Nothing,
+    /// A PUBACK, or a PUBREC that ends the exchange.
+    Ack,
+    /// A PUBREC whose PUBREL is now awaited.
+    PubRec,
+}
+
 /// Put the acknowledgement for one released slot on the wire, as its disposition says
-/// ([`Disposition::ack_reason`]); returns whether a PUBREL is now awaited.
+/// ([`Disposition::ack_reason`]).
 #[inline]
 fn write_ack(
     codec: Codec,
@@ -401,12 +431,16 @@ fn write_ack(
     pkid: u16,
     disposition: Disposition,
     wbuf: &mut BytesMut,
-) -> bool {
+) -> Written {
     let Some(reason) = disposition.ack_reason(qos) else {
-        return false;
+        return Written::Nothing;
     };
     codec.encode_ack(qos, pkid, reason, wbuf);
     // A PUBREC starts the QoS 2 release unless it carries an MQTT 5 error reason, which
     // ends the exchange: the broker sends no PUBREL for it (MQTT 5, 4.3.3).
-    qos == QoS::ExactlyOnce && (reason < 0x80 || codec == Codec::V4)
+    if qos == QoS::ExactlyOnce && (reason < 0x80 || codec == Codec::V4) {
+        Written::PubRec
+    } else {
+        Written::Ack
+    }
 }

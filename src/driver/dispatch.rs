@@ -165,10 +165,18 @@ where
 
     /// Messages held against `max_inflight`: calls in progress (also those of closed
     /// connections, which still occupy the service), decided acks waiting behind an
-    /// earlier message, and the stashed PUBLISH.
+    /// earlier message, acks in the write buffer not flushed yet, and the stashed
+    /// PUBLISH. Counting the unflushed acks means a connection never has more than
+    /// `max_inflight` messages taken and not yet acknowledged on the wire, so a killed
+    /// process brings back at most that many messages that were already processed (a
+    /// reset connection up to twice that: after an orderly close by the peer the next
+    /// write still succeeds, and one more window can be taken before a write fails).
     #[inline]
     fn held(&self, conn: &Conn) -> usize {
-        self.calls.len() + conn.acks_waiting() + usize::from(self.stash.is_some())
+        self.calls.len()
+            + conn.acks_waiting()
+            + conn.acks_unwritten()
+            + usize::from(self.stash.is_some())
     }
 
     /// Finish the calls that are done. Returns whether there were any.

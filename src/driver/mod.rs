@@ -13,7 +13,9 @@
 //!
 //! * acks are written straight into the write buffer of the connection the message
 //!   arrived on, so a stale ack cannot exist: the buffer and the ack queue die with it;
-//! * acks leave in arrival order ([`order::AckOrder`]) and are flushed in batches;
+//! * acks leave in arrival order ([`order::AckOrder`]), in batches written at the start
+//!   of every pass, before anything new is dispatched; until flushed they count against
+//!   `max_inflight`, which bounds what one fault can bring back already processed;
 //! * reading stops when `max_inflight` messages are held, while acks and PINGREQs keep
 //!   going out;
 //! * every PUBREL gets its PUBCOMP, even after a resume (rumqttc #664);
@@ -309,9 +311,19 @@ where
                 return closed.map(Ok);
             }
 
-            // 4. New messages, while fewer than max_inflight are held; while draining,
-            //    only PUBREL and PINGRESP. (`want_read`: bytes still needed for the next
-            //    packet, when it is incomplete.)
+            // 4. Keepalive.
+            conn.poll_keepalive(cx)?;
+
+            // 5. Write acks and control packets, one batch per pass, before taking new
+            //    messages: acks leave as soon as their order allows, and a connection
+            //    that failed is noticed before anything more is dispatched from it
+            //    (the error ends the loop here).
+            progress |= conn.poll_write(cx)?;
+
+            // 6. New messages, while fewer than max_inflight are held (unflushed acks
+            //    included); while draining, only PUBREL and PINGRESP. (`want_read`: bytes
+            //    still needed for the next packet, when it is incomplete.) The acks they
+            //    release are written at the start of the next pass.
             let want_read = if conn.is_running() {
                 self.dispatch
                     .poll_intake(conn, &self.events, cx, &mut progress)?
@@ -320,12 +332,6 @@ where
             } else {
                 None
             };
-
-            // 5. Keepalive.
-            conn.poll_keepalive(cx)?;
-
-            // 6. Write acks and control packets, one batch per pass.
-            progress |= conn.poll_write(cx)?;
 
             // 7. Read more only when no complete packet is buffered and there is room.
             if let Some(needed) = want_read {

@@ -58,6 +58,7 @@ pub mod disposition;
 mod driver;
 pub mod error;
 pub mod event;
+pub mod guarantees;
 mod message;
 pub mod migration;
 #[cfg(feature = "serde")]

@@ -208,7 +208,7 @@ const LAYERS: &[&[&str]] = &[
     &["event", "testing"],
     &["driver"],
     &["publisher", "sys_watch", "retire"],
-    &["consumer"],
+    &["consumer", "fuzz"],
 ];
 
 #[test]

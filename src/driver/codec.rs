@@ -165,8 +165,16 @@ impl Codec {
         if let Some(result) = self.decode_publish(buf, max) {
             return result;
         }
-        if let Some(packet) = decode_pub_resp(buf) {
+        if let Some(packet) = decode_pub_resp(buf, self, max) {
             return Ok(Decoded::Packet(packet));
+        }
+        // An MQTT 5 DISCONNECT with a reason code and nothing else (Remaining Length 1,
+        // the property length omitted, §3.14.2.2.1), as mosquitto sends it: rumqttc's
+        // reader requires the property length.
+        if self == Self::V5 && buf.len() >= 3 && buf[..2] == [0xe0, 0x01] {
+            let code = buf[2];
+            bytes::Buf::advance(buf, 3);
+            return Ok(Decoded::Packet(Inbound::Disconnect { code }));
         }
         self.decode_with_rumqttc(buf, max)
     }
@@ -278,9 +286,18 @@ impl Codec {
     }
 
     fn decode_with_rumqttc(self, buf: &mut BytesMut, max: usize) -> Result<Decoded, DownReason> {
+        // rumqttc takes the frame off the buffer once it is whole; "insufficient bytes"
+        // after that is a length inside the packet running past its end, not a wait.
+        let before = buf.len();
+        let past_the_end = || {
+            Err(DownReason::Protocol(
+                "malformed packet: a field runs past the end of the packet".into(),
+            ))
+        };
         match self {
             Self::V4 => match v4::Packet::read(buf, max) {
                 Ok(p) => from_v4(p).map(Decoded::Packet),
+                Err(m::Error::InsufficientBytes(_)) if buf.len() != before => past_the_end(),
                 Err(m::Error::InsufficientBytes(n)) => Ok(Decoded::NeedMore(n)),
                 Err(m::Error::PayloadSizeLimitExceeded(size)) => {
                     Err(DownReason::PacketTooLarge { size, limit: max })
@@ -289,6 +306,7 @@ impl Codec {
             },
             Self::V5 => match v5::Packet::read(buf, Some(max as u32)) {
                 Ok(p) => from_v5(p).map(Decoded::Packet),
+                Err(m5::Error::InsufficientBytes(_)) if buf.len() != before => past_the_end(),
                 Err(m5::Error::InsufficientBytes(n)) => Ok(Decoded::NeedMore(n)),
                 Err(m5::Error::PayloadSizeLimitExceeded { pkt_size: size, .. }) => {
                     Err(DownReason::PacketTooLarge { size, limit: max })
@@ -523,8 +541,10 @@ impl Codec {
 /// A complete PUBACK, PUBREC or PUBCOMP at the start of `buf`, taken off it; `None` for
 /// anything else (rumqttc then decodes it, or reports it malformed). Same form in both
 /// versions: packet id, then in MQTT 5 an optional reason code and properties, which
-/// are skipped (a reason string is not kept).
-fn decode_pub_resp(buf: &mut BytesMut) -> Option<Inbound> {
+/// are skipped (a reason string is not kept). MQTT 3.1.1 has no reason code: bytes
+/// after the packet id are skipped too, as rumqttc does. One over `max` is left to
+/// rumqttc, which refuses it.
+fn decode_pub_resp(buf: &mut BytesMut, codec: Codec, max: usize) -> Option<Inbound> {
     let kind = match buf.first()? {
         0x40 => PubResp::Ack,
         0x50 => PubResp::Rec,
@@ -545,11 +565,15 @@ fn decode_pub_resp(buf: &mut BytesMut) -> Option<Inbound> {
             return None;
         }
     }
-    if remaining < 2 || buf.len() < header + remaining {
+    if remaining < 2 || remaining > max || buf.len() < header + remaining {
         return None;
     }
     let pkid = u16::from_be_bytes([buf[header], buf[header + 1]]);
-    let reason = if remaining > 2 { buf[header + 2] } else { 0 };
+    let reason = if remaining > 2 && codec == Codec::V5 {
+        buf[header + 2]
+    } else {
+        0
+    };
     bytes::Buf::advance(buf, header + remaining);
     Some(Inbound::PubResp { kind, pkid, reason })
 }

@@ -1,0 +1,4 @@
+//! See `tower_mqtt::__fuzz::config_from_url` (src/fuzz.rs) for the input format and what is checked.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tower_mqtt::__fuzz::config_from_url(data));

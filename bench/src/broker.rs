@@ -86,6 +86,12 @@ impl Mosquitto {
         crate::measure::proc_sys_ns(&self.child.id().to_string())
     }
 
+    /// Voluntary context switches of the broker so far: how often it waited in
+    /// `epoll_wait` with nothing to do.
+    pub(crate) fn sleeps(&self) -> u64 {
+        crate::measure::voluntary_switches(&self.child.id().to_string())
+    }
+
     /// read(2) + write(2) calls the broker has made so far (`syscr + syscw`); mosquitto
     /// uses plain read/write on its sockets, so this counts its socket I/O calls.
     pub(crate) fn syscalls(&self) -> u64 {

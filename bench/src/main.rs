@@ -25,13 +25,23 @@
 //!   bytes carry the send time; latency is send time → ack decided (tower-mqtt: its
 //!   `Event::MessageAck`; rumqttc loop: right after `try_ack`; ruststream: after
 //!   `ack().await`).
+//! * `synthetic`: no mosquitto. A stand-in broker in this process (`synthetic.rs`)
+//!   completes CONNECT and SUBSCRIBE, then writes pre-encoded PUBLISH packets as fast as
+//!   the socket takes them (QoS 1: never more than `--max-inflight` unacknowledged per
+//!   connection) and reads the acks; the consumer is timed as in `drain`. Measures the
+//!   consumer's own ceiling. QoS 0 and 1. The broker columns show the stand-in's CPU
+//!   and calls.
 //!
 //! Flags (lists are comma separated; every combination is one scenario):
-//! `--mode drain,live` `--qos 0,1,2` `--payload 100,16384` `--concurrency 1,4`
+//! `--mode drain,live,synthetic` `--qos 0,1,2` `--payload 100,16384` `--concurrency 1,4`
 //! `--max-inflight 20,1000` `--proto 4,5` `--n N` `--runs R` `--rate R`
 //! `--variants baseline,identity,full,ruststream,mosquitto_sub` (the default; `failure`,
 //! the full stack plus `tower-mqtt-layers`' catch-panic, retry and JSON decode, on JSON
 //! payloads of the same size, only when named) `--quick`.
+//!
+//! Before each child the bench waits up to 20 s for the machine to be quiet
+//! (`TOWER_MQTT_BENCH_QUIET_WAIT=<seconds>` changes that; the busy share it saw is
+//! printed either way).
 //!
 //! Profiling: `TOWER_MQTT_BENCH_WRAP="valgrind --tool=callgrind"` runs every child under
 //! that command (use a small `--n` and `--runs 1 --variants identity,full`).
@@ -39,6 +49,7 @@
 mod broker;
 mod measure;
 mod publisher;
+mod synthetic;
 mod variants;
 
 use std::collections::BTreeMap;
@@ -47,7 +58,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use measure::{children_cpu_ns, cpu_ns, peak_rss_kib, Recorder};
+use measure::{children_cpu_ns, cpu_ns, peak_rss_kib, voluntary_switches, Recorder};
 use variants::{Job, Variant};
 
 /// How long one child may take before it is killed and its run reported as failed.
@@ -132,8 +143,12 @@ impl Opts {
             match flag.as_str() {
                 "--mode" => {
                     o.modes = v.split(',').map(str::to_owned).collect();
-                    if let Some(m) = o.modes.iter().find(|m| *m != "drain" && *m != "live") {
-                        return Err(format!("--mode: unknown {m:?} (drain, live)"));
+                    if let Some(m) = o
+                        .modes
+                        .iter()
+                        .find(|m| !["drain", "live", "synthetic"].contains(&m.as_str()))
+                    {
+                        return Err(format!("--mode: unknown {m:?} (drain, live, synthetic)"));
                     }
                 }
                 "--qos" => o.qos = list(flag, v)?,
@@ -177,6 +192,8 @@ impl Opts {
 #[derive(Debug, Clone)]
 struct Scenario {
     live: bool,
+    /// Against the stand-in broker of `synthetic.rs` instead of mosquitto.
+    synthetic: bool,
     qos: u8,
     payload: usize,
     concurrency: usize,
@@ -192,6 +209,8 @@ impl Scenario {
             } else {
                 format!("live @ {rate}/s")
             }
+        } else if self.synthetic {
+            "synthetic broker".into()
         } else {
             "drain".into()
         };
@@ -212,6 +231,7 @@ impl Scenario {
             Variant::MosquittoSub if self.concurrency > 1 => {
                 Some("-C N cannot count a shared group")
             }
+            _ if self.synthetic && self.qos > 1 => Some("the synthetic broker serves QoS 0 and 1"),
             _ => None,
         }
     }
@@ -235,6 +255,13 @@ struct Sample {
     broker_syscalls: u64,
     /// Kernel-mode part of `broker_cpu_ns`.
     broker_sys_ns: u64,
+    /// Voluntary context switches of the consumer (all its threads): how often it
+    /// went to sleep waiting for work.
+    sleeps: u64,
+    /// The broker's voluntary context switches while the child ran.
+    broker_sleeps: u64,
+    /// The broker's sockets to the consumer, last seen while the child ran.
+    segments: measure::SentSegments,
     /// Share of all cores busy (other processes) just before the child started.
     busy: f64,
 }
@@ -256,6 +283,7 @@ fn run(opts: &Opts) -> Result<(), String> {
                         for &proto in &opts.proto {
                             scenarios.push(Scenario {
                                 live: mode == "live",
+                                synthetic: mode == "synthetic",
                                 qos,
                                 payload,
                                 concurrency,
@@ -275,7 +303,11 @@ fn run(opts: &Opts) -> Result<(), String> {
         std::env::args().skip(1).collect::<Vec<_>>().join(" ")
     );
     for (si, sc) in scenarios.iter().enumerate() {
-        let broker = broker::Mosquitto::start()?;
+        let broker = if sc.synthetic {
+            Server::Synthetic(synthetic::Synthetic::start(sc.payload)?)
+        } else {
+            Server::Mosquitto(broker::Mosquitto::start()?)
+        };
         let mut samples: BTreeMap<usize, Vec<Sample>> = BTreeMap::new();
         let mut failures: BTreeMap<usize, String> = BTreeMap::new();
         for rep in 0..opts.runs {
@@ -290,7 +322,7 @@ fn run(opts: &Opts) -> Result<(), String> {
                 }
                 let job = Job {
                     variant: v,
-                    port: broker.port,
+                    port: broker.port(),
                     topic: format!("bench/s{si}/r{rep}/{}", v.name()),
                     id: format!("bench-s{si}-r{rep}-{}", v.name()),
                     qos: sc.qos,
@@ -306,7 +338,7 @@ fn run(opts: &Opts) -> Result<(), String> {
                 match rt.block_on(run_one(&job, sc, opts.rate, &broker)) {
                     Ok(s) => {
                         eprintln!(
-                            "[{:>5.0}s] scenario {}/{} run {}/{} {:<14} {:>9.0} msg/s  p99 {:>8.1} µs  rss {:>6.1} MiB  cpu {:>5.2} µs/msg  broker {:>5.2} µs/msg {:.3} calls/msg  busy {:>3.0}%  ({:.1}s)",
+                            "[{:>5.0}s] scenario {}/{} run {}/{} {:<14} {:>9.0} msg/s  p99 {:>8.1} µs  rss {:>6.1} MiB  cpu {:>5.2} µs/msg  broker {:>5.2} ({:.2}) µs/msg {:.3} calls/msg  sleeps/1k msg {:.1} broker {:.1}  B/seg {:.0} rwnd {:.0}%  busy {:>3.0}%  ({:.1}s)",
                             started.elapsed().as_secs_f64(),
                             si + 1,
                             scenarios.len(),
@@ -318,7 +350,13 @@ fn run(opts: &Opts) -> Result<(), String> {
                             s.rss_kib as f64 / 1024.0,
                             s.cpu_ns as f64 / 1e3 / s.count.max(1) as f64,
                             s.broker_cpu_ns as f64 / 1e3 / s.count.max(1) as f64,
+                            s.broker_sys_ns as f64 / 1e3 / s.count.max(1) as f64,
                             s.broker_syscalls as f64 / s.count.max(1) as f64,
+                            s.sleeps as f64 * 1e3 / s.count.max(1) as f64,
+                            s.broker_sleeps as f64 * 1e3 / s.count.max(1) as f64,
+                            s.segments.bytes as f64 / s.segments.segments.max(1) as f64,
+                            s.segments.rwnd_limited_ms as f64 * 100.0
+                                / s.segments.busy_ms.max(1) as f64,
                             s.busy * 100.0,
                             t.elapsed().as_secs_f64()
                         );
@@ -343,16 +381,15 @@ fn run(opts: &Opts) -> Result<(), String> {
 }
 
 /// One variant, one repetition: sessions, (drain) backlog, child, (live) publisher.
-async fn run_one(
-    job: &Job,
-    sc: &Scenario,
-    rate: u64,
-    broker: &broker::Mosquitto,
-) -> Result<Sample, String> {
-    let ids: Vec<String> = (0..job.concurrency).map(|i| job.client_id(i)).collect();
-    publisher::create_sessions(job.port, &ids, &job.filter(), job.qos, job.proto).await?;
+async fn run_one(job: &Job, sc: &Scenario, rate: u64, broker: &Server) -> Result<Sample, String> {
     let pub_id = format!("{}-pub", job.id);
-    if !job.live {
+    if let Server::Synthetic(s) = broker {
+        s.expect(job.n, job.qos, job.max_inflight)?;
+    } else {
+        let ids: Vec<String> = (0..job.concurrency).map(|i| job.client_id(i)).collect();
+        publisher::create_sessions(job.port, &ids, &job.filter(), job.qos, job.proto).await?;
+    }
+    if !job.live && matches!(broker, Server::Mosquitto(_)) {
         // Publish at QoS ≥ 1 so every message is in the broker's queues before the
         // consumer starts; delivery QoS is the subscription's.
         publisher::publish(
@@ -371,6 +408,7 @@ async fn run_one(
     let broker_cpu0 = broker.cpu_ns();
     let broker_sys0 = broker.syscalls();
     let broker_kernel0 = broker.sys_ns();
+    let broker_sleeps0 = broker.sleeps();
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     // Profiling hook: TOWER_MQTT_BENCH_WRAP="valgrind --tool=callgrind" runs each child
     // under that command.
@@ -395,6 +433,27 @@ async fn run_one(
         .map_err(|e| format!("spawn child: {e}"))?;
     let stdout = child.stdout.take().expect("piped");
     let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    // The broker's sockets as `ss` sees them, every 50 ms until the child is done (a
+    // consumer that exits by itself, like mosquitto_sub, takes its socket with it).
+    let seen = Arc::new(std::sync::Mutex::new(measure::SentSegments::default()));
+    let sampler = {
+        let (seen, port, conns) = (seen.clone(), job.port, job.concurrency);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let s =
+                    tokio::task::spawn_blocking(move || measure::SentSegments::sample(port, conns))
+                        .await
+                        .ok()
+                        .flatten();
+                if let (Some(s), Ok(mut last)) = (s, seen.lock()) {
+                    if s.bytes >= last.bytes {
+                        *last = s;
+                    }
+                }
+            }
+        })
+    };
     let work = async {
         let mut publishing = None;
         let mut result = None;
@@ -407,6 +466,18 @@ async fn run_one(
                     publisher::publish(port, &pub_id, &topic, n, size, json, q, rate).await
                 }));
             } else if let Some(rest) = line.strip_prefix("RESULT ") {
+                // Once more, while the child's socket is still open.
+                let (port, conns) = (job.port, job.concurrency);
+                if let Ok(Some(s)) =
+                    tokio::task::spawn_blocking(move || measure::SentSegments::sample(port, conns))
+                        .await
+                {
+                    if let Ok(mut last) = seen.lock() {
+                        if s.bytes >= last.bytes {
+                            *last = s;
+                        }
+                    }
+                }
                 result = Some(parse_result(rest)?);
             } else if let Some(rest) = line.strip_prefix("FAILED ") {
                 return Err(rest.to_owned());
@@ -421,12 +492,15 @@ async fn run_one(
         .await
         .map_err(|_| "child timed out".to_owned())?;
     let _ = child.kill().await;
+    sampler.abort();
     let mut sample = out?;
+    sample.segments = seen.lock().map(|s| *s).unwrap_or_default();
     sample.busy = busy;
     // In live mode this includes handling the publisher.
     sample.broker_cpu_ns = broker.cpu_ns().saturating_sub(broker_cpu0);
     sample.broker_syscalls = broker.syscalls().saturating_sub(broker_sys0);
     sample.broker_sys_ns = broker.sys_ns().saturating_sub(broker_kernel0);
+    sample.broker_sleeps = broker.sleeps().saturating_sub(broker_sleeps0);
     if sample.count < job.n {
         return Err(format!(
             "only {} of {} messages arrived",
@@ -440,7 +514,11 @@ async fn run_one(
 /// `QUIET_WAIT` for a 300 ms window in which less than 25% of the cores are busy, and
 /// return the busy share of the last window seen.
 async fn wait_quiet() -> f64 {
-    let deadline = Instant::now() + QUIET_WAIT;
+    let wait = std::env::var("TOWER_MQTT_BENCH_QUIET_WAIT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map_or(QUIET_WAIT, Duration::from_secs);
+    let deadline = Instant::now() + wait;
     loop {
         let busy = busy_share(Duration::from_millis(300)).await;
         if busy < 0.25 || Instant::now() > deadline {
@@ -473,6 +551,52 @@ async fn busy_share(window: Duration) -> f64 {
     1.0 - i1.saturating_sub(i0) as f64 / dt
 }
 
+/// The broker of a scenario: a private mosquitto, or the synthetic stand-in.
+enum Server {
+    Mosquitto(broker::Mosquitto),
+    Synthetic(synthetic::Synthetic),
+}
+
+impl Server {
+    fn port(&self) -> u16 {
+        match self {
+            Self::Mosquitto(b) => b.port,
+            Self::Synthetic(s) => s.port,
+        }
+    }
+
+    /// CPU time so far (10 ms resolution). The synthetic broker runs in this process,
+    /// so it is this process's (the parent is otherwise idle while a child runs).
+    fn cpu_ns(&self) -> u64 {
+        match self {
+            Self::Mosquitto(b) => b.cpu_ns(),
+            Self::Synthetic(_) => measure::proc_cpu_ns("self"),
+        }
+    }
+
+    fn sys_ns(&self) -> u64 {
+        match self {
+            Self::Mosquitto(b) => b.sys_ns(),
+            Self::Synthetic(_) => measure::proc_sys_ns("self"),
+        }
+    }
+
+    fn syscalls(&self) -> u64 {
+        match self {
+            Self::Mosquitto(b) => b.syscalls(),
+            Self::Synthetic(s) => s.syscalls(),
+        }
+    }
+
+    /// Voluntary context switches so far (the synthetic broker: none counted).
+    fn sleeps(&self) -> u64 {
+        match self {
+            Self::Mosquitto(b) => b.sleeps(),
+            Self::Synthetic(_) => 0,
+        }
+    }
+}
+
 fn child_args(job: &Job) -> Vec<String> {
     vec![
         "--child".into(),
@@ -496,7 +620,7 @@ fn parse_result(s: &str) -> Result<Sample, String> {
         .split_whitespace()
         .map(|x| x.parse().map_err(|_| format!("bad RESULT {s:?}")))
         .collect::<Result<_, _>>()?;
-    if f.len() != 6 {
+    if f.len() != 7 {
         return Err(format!("bad RESULT {s:?}"));
     }
     Ok(Sample {
@@ -509,6 +633,9 @@ fn parse_result(s: &str) -> Result<Sample, String> {
         broker_cpu_ns: 0,
         broker_syscalls: 0,
         broker_sys_ns: 0,
+        sleeps: f[6],
+        broker_sleeps: 0,
+        segments: measure::SentSegments::default(),
         busy: 0.0,
     })
 }
@@ -552,19 +679,19 @@ fn table(
         bmin.min(bmax),
         bmax
     );
-    out.push_str("| variant | msg/s (median) | runs min–max | × baseline | p50 µs | p99 µs | p99 − baseline µs | peak RSS MiB | CPU µs/msg | broker CPU µs/msg (kernel) | broker read+write calls/msg |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("| variant | msg/s (median) | runs min–max | × baseline | p50 µs | p99 µs | p99 − baseline µs | peak RSS MiB | CPU µs/msg | broker CPU µs/msg (kernel) | broker read+write calls/msg | sleeps per 1k msg: consumer, broker | broker → consumer: bytes per segment (rwnd-limited %) |\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (vi, v) in opts.variants.iter().enumerate() {
         if let Some(why) = sc.not_applicable(*v) {
             out.push_str(&format!(
-                "| {} | n/a ({why}) | | | | | | | | | |\n",
+                "| {} | n/a ({why}) | | | | | | | | | | | |\n",
                 v.label()
             ));
             continue;
         }
         if let Some(e) = failures.get(&vi) {
             out.push_str(&format!(
-                "| {} | failed: {e} | | | | | | | | | |\n",
+                "| {} | failed: {e} | | | | | | | | | | | |\n",
                 v.label()
             ));
             continue;
@@ -585,12 +712,16 @@ fn table(
             "–".into()
         };
         out.push_str(&format!(
-            "| {} | {:.0} | {:.0}–{:.0} | {:.2} | {} | {} | {} | {:.1} | {:.2} | {:.2} ({:.2}) | {:.3} |\n",
+            "| {} | {:.0} | {:.0}–{:.0} | {} | {} | {} | {} | {:.1} | {:.2} | {:.2} ({:.2}) | {:.3} | {:.1}, {:.1} | {:.0} ({:.0}) |\n",
             v.label(),
             rate,
             lo,
             hi,
-            rate / base_rate,
+            if base_rate.is_nan() {
+                "–".to_owned() // no baseline in this run
+            } else {
+                format!("{:.2}", rate / base_rate)
+            },
             fmt_lat(p50),
             fmt_lat(p99),
             added,
@@ -599,6 +730,11 @@ fn table(
             med(vi, &|s| s.broker_cpu_ns as f64 / s.count.max(1) as f64) / 1e3,
             med(vi, &|s| s.broker_sys_ns as f64 / s.count.max(1) as f64) / 1e3,
             med(vi, &|s| s.broker_syscalls as f64 / s.count.max(1) as f64),
+            med(vi, &|s| s.sleeps as f64 * 1e3 / s.count.max(1) as f64),
+            med(vi, &|s| s.broker_sleeps as f64 * 1e3 / s.count.max(1) as f64),
+            med(vi, &|s| s.segments.bytes as f64 / s.segments.segments.max(1) as f64),
+            med(vi, &|s| s.segments.rwnd_limited_ms as f64 * 100.0
+                / s.segments.busy_ms.max(1) as f64),
         ));
     }
     out
@@ -638,9 +774,11 @@ fn child_main(args: &[String]) {
     }
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     let rec = Arc::new(Recorder::new(job.n, job.live));
+    let mut sleeps0 = 0;
     let outcome = rt.block_on(async {
         let cpu0 = cpu_ns();
         let t0 = Instant::now();
+        sleeps0 = voluntary_switches("self");
         let task = {
             let (job, rec) = (job.clone(), rec.clone());
             tokio::spawn(async move {
@@ -676,13 +814,14 @@ fn child_main(args: &[String]) {
         Ok((elapsed, cpu)) => {
             let (p50, p99) = rec.percentiles();
             println!(
-                "RESULT {} {} {} {} {} {}",
+                "RESULT {} {} {} {} {} {} {}",
                 elapsed.as_nanos(),
                 rec.count(),
                 cpu,
                 peak_rss_kib("self"),
                 p50,
-                p99
+                p99,
+                voluntary_switches("self").saturating_sub(sleeps0)
             );
         }
         Err(e) => println!("FAILED {e}"),
@@ -742,9 +881,11 @@ fn mosquitto_sub(job: &Job) {
     };
     let pid = child.id().to_string();
     let mut hwm = 0;
+    let mut sleeps = 0;
     let mut said_ready = false;
     let status = loop {
         hwm = hwm.max(peak_rss_kib(&pid));
+        sleeps = sleeps.max(voluntary_switches(&pid));
         if !said_ready && t0.elapsed() > Duration::from_millis(200) {
             println!("READY");
             said_ready = true;
@@ -779,10 +920,11 @@ fn mosquitto_sub(job: &Job) {
         println!("READY");
     }
     println!(
-        "RESULT {} {} {} {} 0 0",
+        "RESULT {} {} {} {} 0 0 {}",
         elapsed.as_nanos(),
         job.n,
         children_cpu_ns(),
-        hwm
+        hwm,
+        sleeps
     );
 }

@@ -117,6 +117,22 @@ pub(crate) fn peak_rss_kib(pid: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Voluntary context switches of every live thread of a process (`"self"` or a pid):
+/// how often it blocked, waiting for work.
+pub(crate) fn voluntary_switches(pid: &str) -> u64 {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|t| fs::read_to_string(t.path().join("status")).ok())
+        .filter_map(|s| {
+            s.lines()
+                .find(|l| l.starts_with("voluntary_ctxt_switches:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .sum()
+}
+
 /// CPU time (ns) of waited-for children, from /proc/self/stat `cutime` + `cstime`
 /// (clock ticks, assumed 100 Hz: 10 ms resolution).
 pub(crate) fn children_cpu_ns() -> u64 {
@@ -147,4 +163,64 @@ fn stat_ticks(pid: &str, at: usize, count: usize) -> u64 {
     // rest[0] is field 3 (state), so field k is at index k - 3: utime (14) is at 11,
     // cutime (16) at 13.
     f.iter().skip(at).take(count).sum()
+}
+
+/// What the broker's sockets to the consumer sent so far, from `ss -ti` (`tcp_info`):
+/// summed over the `connections` sockets on local port `port` that sent the most.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct SentSegments {
+    /// Payload bytes sent.
+    pub(crate) bytes: u64,
+    /// Segments with data sent.
+    pub(crate) segments: u64,
+    /// Time (ms) the sender was limited by the consumer's receive window.
+    pub(crate) rwnd_limited_ms: u64,
+    /// Time (ms) the sender had data in flight.
+    pub(crate) busy_ms: u64,
+}
+
+impl SentSegments {
+    /// The broker's sockets on `port` now (`None` if `ss` fails or shows none).
+    pub(crate) fn sample(port: u16, connections: usize) -> Option<Self> {
+        let out = std::process::Command::new("ss")
+            .args(["-tinH", "state", "established"])
+            .arg(format!("( sport = :{port} )"))
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |line: &str, key: &str| -> u64 {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .map(|v| {
+                    v.split(|c: char| !c.is_ascii_digit())
+                        .next()
+                        .unwrap_or("0")
+                        .parse()
+                        .unwrap_or(0)
+                })
+                .unwrap_or(0)
+        };
+        // `ss -i` prints each socket's info on the line after its address line.
+        let mut socks: Vec<Self> = text
+            .lines()
+            .filter(|l| l.contains("bytes_sent:") || l.contains("data_segs_out:"))
+            .map(|l| Self {
+                bytes: field(l, "bytes_sent:"),
+                segments: field(l, "data_segs_out:"),
+                rwnd_limited_ms: field(l, "rwnd_limited:"),
+                busy_ms: field(l, "busy:"),
+            })
+            .collect();
+        socks.sort_by_key(|s| std::cmp::Reverse(s.bytes));
+        socks.truncate(connections);
+        if socks.is_empty() {
+            return None;
+        }
+        Some(socks.iter().fold(Self::default(), |a, s| Self {
+            bytes: a.bytes + s.bytes,
+            segments: a.segments + s.segments,
+            rwnd_limited_ms: a.rwnd_limited_ms + s.rwnd_limited_ms,
+            busy_ms: a.busy_ms + s.busy_ms,
+        }))
+    }
 }

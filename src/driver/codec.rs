@@ -410,6 +410,11 @@ impl Codec {
         p: &OutPublish<'_>,
         buf: &mut BytesMut,
     ) -> Result<(), String> {
+        // Room for the whole packet up front (fixed header, topic, packet id, payload;
+        // properties may grow it): rumqttc writes field by field, and into an empty
+        // buffer that would reallocate on the way, which was a fifth of a confirmed
+        // publish's instructions (BENCHMARKS.md, issue 11).
+        buf.reserve(p.topic.len() + p.payload.len() + 16);
         match self {
             Self::V4 => {
                 let publish = v4::Publish {

@@ -9,86 +9,16 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use support::cluster::{Conn, ConnLog};
 use support::consumer::{payloads, rqos, Processed};
 use support::proxy::Proxy;
 use support::*;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tower::service_fn;
 use tower_mqtt::{
-    BoxError, Config, ConfigError, Consumer, ConsumerBuilder, Endpoint, Event, Message, ProtoVer,
+    BoxError, Config, ConfigError, Consumer, ConsumerBuilder, Endpoint, Message, ProtoVer,
     QoS as Q, RunError,
 };
-
-/// A connection event with the endpoint it names.
-#[derive(Debug, Clone, PartialEq)]
-enum Conn {
-    Up {
-        endpoint: String,
-        session_present: bool,
-    },
-    Down {
-        endpoint: String,
-    },
-    Subscribed,
-}
-
-/// The connection events of a consumer, in order, with when they happened.
-#[derive(Clone, Default)]
-struct Recorder {
-    events: Arc<Mutex<Vec<(Instant, Conn)>>>,
-    changed: Arc<Notify>,
-}
-
-impl Recorder {
-    fn hook(&self) -> impl Fn(&Event<'_>) + Send + Sync + 'static {
-        let this = self.clone();
-        move |e| {
-            let conn = match e {
-                Event::ConnectionUp {
-                    endpoint,
-                    session_present,
-                    ..
-                } => Conn::Up {
-                    endpoint: endpoint.to_string(),
-                    session_present: *session_present,
-                },
-                Event::ConnectionDown { endpoint, .. } => Conn::Down {
-                    endpoint: endpoint.to_string(),
-                },
-                Event::SubscriptionSuccess { .. } => Conn::Subscribed,
-                _ => return,
-            };
-            this.events.lock().unwrap().push((Instant::now(), conn));
-            this.changed.notify_waiters();
-        }
-    }
-
-    fn all(&self) -> Vec<(Instant, Conn)> {
-        self.events.lock().unwrap().clone()
-    }
-
-    fn count(&self, pred: impl Fn(&Conn) -> bool) -> usize {
-        self.all().iter().filter(|(_, c)| pred(c)).count()
-    }
-
-    /// Wait until `n` events match.
-    async fn wait_count(&self, n: usize, timeout: Duration, pred: impl Fn(&Conn) -> bool) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let notified = self.changed.notified();
-            if self.count(&pred) >= n {
-                return;
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!(
-                    "waited {timeout:?} for {n} matching events; saw {:#?}",
-                    self.all()
-                );
-            }
-        }
-    }
-}
 
 fn up_at(endpoint: &str) -> impl Fn(&Conn) -> bool + '_ {
     move |c| matches!(c, Conn::Up { endpoint: e, .. } if e == endpoint)
@@ -111,7 +41,7 @@ fn recording_service(
 /// Start `builder`'s consumer with `recorder` as its hook.
 fn run(
     builder: ConsumerBuilder,
-    recorder: &Recorder,
+    recorder: &ConnLog,
     processed: &Processed,
 ) -> (
     tower_mqtt::CancellationToken,
@@ -126,7 +56,7 @@ fn run(
     (shutdown, handle)
 }
 
-async fn wait_processed(processed: &Processed, payload: &[u8], recorder: &Recorder) {
+async fn wait_processed(processed: &Processed, payload: &[u8], recorder: &ConnLog) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while !processed.contains(payload) {
         assert!(
@@ -154,7 +84,7 @@ async fn a_consumer_moves_to_the_next_broker_when_its_broker_is_killed() {
         let b = Broker::start(BrokerOptions::default());
         let (ea, eb) = (endpoint(&a).to_string(), endpoint(&b).to_string());
         let (id, topic) = (unique("failover"), unique("t"));
-        let (recorder, processed) = (Recorder::default(), Processed::default());
+        let (recorder, processed) = (ConnLog::default(), Processed::default());
         let builder = Consumer::builder(list_config(&[endpoint(&a), endpoint(&b)], &id))
             .topic(&topic, Q::AtLeastOnce)
             .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500));
@@ -215,7 +145,7 @@ async fn the_backoff_is_waited_once_per_round_of_the_list() {
         a.stop();
         b.stop();
         let backoff = Duration::from_secs(2);
-        let recorder = Recorder::default();
+        let recorder = ConnLog::default();
         let builder = Consumer::builder(list_config(&list, &unique("rounds")))
             .topic(unique("t"), Q::AtLeastOnce)
             .reconnect_backoff(backoff, backoff)
@@ -302,7 +232,7 @@ async fn retained_after_resubscribe(proto: ProtoVer) -> usize {
         .unwrap();
     retainer.disconnect(Duration::from_secs(10)).await;
 
-    let (recorder, processed) = (Recorder::default(), Processed::default());
+    let (recorder, processed) = (ConnLog::default(), Processed::default());
     let retained_seen = Arc::new(Mutex::new(0usize));
     let seen = retained_seen.clone();
     let p = processed.clone();
@@ -385,7 +315,7 @@ async fn resubscribing_a_resumed_session_loses_and_duplicates_nothing() {
             let broker = Broker::start(BrokerOptions::default());
             let proxy = Proxy::start(broker.port()).await;
             let (id, topic) = (unique("resumed"), unique("t"));
-            let (recorder, processed) = (Recorder::default(), Processed::default());
+            let (recorder, processed) = (ConnLog::default(), Processed::default());
             let config = Config::new(broker.host())
                 .port(proxy.port())
                 .client_id(&id)

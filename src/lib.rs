@@ -64,6 +64,7 @@ pub mod migration;
 mod options;
 pub mod publisher;
 mod retire;
+pub mod scale_out;
 pub mod signal;
 mod sys_watch;
 pub mod testing;

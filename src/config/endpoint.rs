@@ -156,18 +156,16 @@ impl Config {
         I::Item: Into<Endpoint>,
     {
         let mut list = endpoints.into_iter().map(Into::into);
-        match list.next() {
-            Some(first) => {
-                self.host = first.host;
-                self.port = first.port;
-                self.more_hosts = list.collect();
-            }
-            None => {
-                // Checked by `build()`: a list with nothing to connect to.
-                self.host.clear();
-                self.more_hosts.clear();
-                self.empty_host_list = true;
-            }
+        if let Some(first) = list.next() {
+            self.host = first.host;
+            self.port = first.port;
+            self.more_hosts = list.collect();
+            self.empty_host_list = false;
+        } else {
+            // Checked by `build()`: a list with nothing to connect to.
+            self.host.clear();
+            self.more_hosts.clear();
+            self.empty_host_list = true;
         }
         self
     }
@@ -183,7 +181,7 @@ impl Config {
     }
 
     /// This configuration aimed at `endpoint` alone: what one connection attempt uses.
-    pub(crate) fn at(&self, endpoint: &Endpoint) -> Config {
+    pub(crate) fn at(&self, endpoint: &Endpoint) -> Self {
         let mut config = self.clone();
         config.host.clone_from(&endpoint.host);
         config.port = endpoint.port;

@@ -111,7 +111,7 @@ fn parse_url(url: &str) -> Result<Config, ConfigError> {
     };
     let mut endpoints = Vec::new();
     for item in hostport.split(',') {
-        endpoints.push(parse_host_port(item, default_port, &bad)?);
+        endpoints.push(parse_host_port(item, default_port, bad)?);
     }
     let mut config = Config::new("").hosts(endpoints);
     if let Some(userinfo) = userinfo {

@@ -83,7 +83,7 @@ async fn tracing_events_have_stable_targets_and_fields() {
         (
             "producer.terminate",
             "tower_mqtt::producer",
-            &["producer_index", "client_id", "reason", "endpoint"],
+            &["producer_index", "client_id", "reason"],
         ),
         (
             "connection.up",

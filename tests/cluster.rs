@@ -199,34 +199,65 @@ async fn warm_up(at: &Endpoint, topic: &str, tally: &Tally, members: usize) -> V
     }
 }
 
+/// Members of one shared group on a cluster, with publishers on node 2.
+struct Group<'a> {
+    cluster: &'a Cluster,
+    topic: &'a str,
+    group: &'a str,
+    qos: QoS,
+    proto: ProtoVer,
+    tally: &'a Tally,
+}
+
+impl Group<'_> {
+    /// Start member `i` as `ids[i]` with the failover list `lists[i]` (node numbers),
+    /// wait until each subscribed and each got a probe published on node 2.
+    async fn start(&self, ids: &[String], lists: &[[usize; 2]]) -> Vec<Member> {
+        let members: Vec<Member> = ids
+            .iter()
+            .zip(lists)
+            .enumerate()
+            .map(|(index, (id, list))| {
+                start(Setup {
+                    index,
+                    id,
+                    hosts: self.cluster.endpoints(list),
+                    filter: self.topic,
+                    group: Some(self.group),
+                    qos: self.qos,
+                    proto: self.proto,
+                    tally: self.tally,
+                    gate: None,
+                })
+            })
+            .collect();
+        for m in &members {
+            m.log
+                .wait_count(1, Duration::from_secs(30), |c| *c == Conn::Subscribed)
+                .await;
+        }
+        warm_up(&self.cluster.endpoint(2), self.topic, self.tally, ids.len()).await;
+        members
+    }
+}
+
 /// Three members in one shared group, two on node 0 and one on node 1 (each lists
 /// the other node second), publishers on node 2: every message processed once.
 async fn happy_path(scenario: &str, proto: ProtoVer, qos: QoS, n: usize) {
     let cluster = Cluster::rmqtt().await;
     let (topic, group, tally) = (unique("t"), unique("g"), Tally::default());
     let ids: Vec<String> = (0..3).map(|i| unique(&format!("m{i}"))).collect();
-    let members: Vec<Member> = (0..3)
-        .map(|i| {
-            let first = i % 2; // m0, m2 on node 0; m1 on node 1
-            start(Setup {
-                index: i,
-                id: &ids[i],
-                hosts: cluster.endpoints(&[first, 1 - first]),
-                filter: &topic,
-                group: Some(&group),
-                qos,
-                proto,
-                tally: &tally,
-                gate: None,
-            })
-        })
-        .collect();
-    for m in &members {
-        m.log
-            .wait_count(1, Duration::from_secs(30), |c| *c == Conn::Subscribed)
-            .await;
-    }
-    warm_up(&cluster.endpoint(2), &topic, &tally, 3).await;
+    // m0, m2 on node 0 (then node 1); m1 on node 1 (then node 0).
+    let lists = [[0, 1], [1, 0], [0, 1]];
+    let group = Group {
+        cluster: &cluster,
+        topic: &topic,
+        group: &group,
+        qos,
+        proto,
+        tally: &tally,
+    };
+    let members = group.start(&ids, &lists).await;
 
     let sent = payloads("m", n);
     publish_to(
@@ -333,27 +364,16 @@ async fn rmqtt_killed_node_consumer_fails_over_resubscribes_and_loses_nothing_pu
         let (topic, group, tally) = (unique("t"), unique("g"), Tally::default());
         let ids = [unique("m0"), unique("m1")];
         // m0 on node 0 (then node 1), m1 on node 1 (then node 0); publishers on node 2.
-        let members: Vec<Member> = (0..2)
-            .map(|i| {
-                start(Setup {
-                    index: i,
-                    id: &ids[i],
-                    hosts: cluster.endpoints(&[i, 1 - i]),
-                    filter: &topic,
-                    group: Some(&group),
-                    qos: QoS::AtLeastOnce,
-                    proto: ProtoVer::V4,
-                    tally: &tally,
-                    gate: None,
-                })
-            })
-            .collect();
-        for m in &members {
-            m.log
-                .wait_count(1, Duration::from_secs(30), |c| *c == Conn::Subscribed)
-                .await;
+        let members = Group {
+            cluster: &cluster,
+            topic: &topic,
+            group: &group,
+            qos: QoS::AtLeastOnce,
+            proto: ProtoVer::V4,
+            tally: &tally,
         }
-        warm_up(&cluster.endpoint(2), &topic, &tally, 2).await;
+        .start(&ids, &[[0, 1], [1, 0]])
+        .await;
 
         // Phase 1: a stream from node 2; node 0 is killed once m0 has processed a
         // sixth of it.

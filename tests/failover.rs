@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::cluster::{Conn, ConnLog};
-use support::consumer::{payloads, rqos, Processed};
+use support::consumer::{payloads, recording_service, rqos, Processed};
 use support::proxy::Proxy;
 use support::*;
 use tokio::time::Instant;
@@ -26,16 +26,6 @@ fn up_at(endpoint: &str) -> impl Fn(&Conn) -> bool + '_ {
 
 fn endpoint(broker: &Broker) -> Endpoint {
     Endpoint::new(broker.host(), broker.port())
-}
-
-fn recording_service(
-    processed: &Processed,
-) -> impl tower::Service<Message, Response = (), Error = BoxError, Future = impl Send> + Clone {
-    let p = processed.clone();
-    service_fn(move |m: Message| {
-        p.record(m.payload());
-        async { Ok::<_, BoxError>(()) }
-    })
 }
 
 /// Start `builder`'s consumer with `recorder` as its hook.
@@ -67,6 +57,16 @@ async fn wait_processed(processed: &Processed, payload: &[u8], recorder: &ConnLo
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// `id` at `broker` through `proxy` (which can cut the connection).
+fn via_proxy(broker: &Broker, proxy: &Proxy, id: &str, proto: ProtoVer) -> Config {
+    Config::new(broker.host())
+        .port(proxy.port())
+        .client_id(id)
+        .proto_ver(proto)
+        .keepalive(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(5))
 }
 
 fn list_config(endpoints: &[Endpoint], id: &str) -> Config {
@@ -247,12 +247,7 @@ async fn retained_after_resubscribe(proto: ProtoVer) -> usize {
         p.record(m.payload());
         async { Ok::<_, BoxError>(()) }
     });
-    let config = Config::new(broker.host())
-        .port(proxy.port())
-        .client_id(&id)
-        .proto_ver(proto)
-        .keepalive(Duration::from_secs(5))
-        .connect_timeout(Duration::from_secs(5));
+    let config = via_proxy(&broker, &proxy, &id, proto);
     let consumer = Consumer::builder(config)
         .topic(&topic, Q::AtLeastOnce)
         .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
@@ -316,12 +311,7 @@ async fn resubscribing_a_resumed_session_loses_and_duplicates_nothing() {
             let proxy = Proxy::start(broker.port()).await;
             let (id, topic) = (unique("resumed"), unique("t"));
             let (recorder, processed) = (ConnLog::default(), Processed::default());
-            let config = Config::new(broker.host())
-                .port(proxy.port())
-                .client_id(&id)
-                .proto_ver(proto)
-                .keepalive(Duration::from_secs(5))
-                .connect_timeout(Duration::from_secs(5));
+            let config = via_proxy(&broker, &proxy, &id, proto);
             let builder = Consumer::builder(config)
                 .topic(&topic, Q::AtLeastOnce)
                 .reconnect_backoff(Duration::from_secs(1), Duration::from_secs(1));

@@ -192,14 +192,7 @@ grpc_reuseport = true
                 }
             })
             .collect();
-        let mut cluster = Self {
-            kind: Kind::Rmqtt,
-            bin,
-            nodes,
-            _dir: dir,
-        };
-        cluster.start_all().await;
-        cluster
+        Self::launch(Kind::Rmqtt, bin, nodes, dir).await
     }
 
     /// A 3-node NATS cluster with JetStream and the MQTT gateway; `ack_wait` is how
@@ -255,23 +248,24 @@ mqtt {{
                 }
             })
             .collect();
+        Self::launch(Kind::Nats, bin, nodes, dir).await
+    }
+
+    /// Start every node and wait until each answers.
+    async fn launch(kind: Kind, bin: PathBuf, nodes: Vec<Node>, dir: TempDir) -> Self {
         let mut cluster = Self {
-            kind: Kind::Nats,
+            kind,
             bin,
             nodes,
             _dir: dir,
         };
-        cluster.start_all().await;
+        for i in 0..cluster.nodes.len() {
+            cluster.spawn(i);
+        }
+        for i in 0..cluster.nodes.len() {
+            cluster.wait_ready(i).await;
+        }
         cluster
-    }
-
-    async fn start_all(&mut self) {
-        for i in 0..self.nodes.len() {
-            self.spawn(i);
-        }
-        for i in 0..self.nodes.len() {
-            self.wait_ready(i).await;
-        }
     }
 
     fn spawn(&mut self, i: usize) {

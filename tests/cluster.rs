@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use support::cluster::{publish_to, Cluster, Conn, ConnLog};
-use support::consumer::{payloads, rqos};
+use support::consumer::payloads;
 use support::{unique, with_timeout};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -187,7 +187,7 @@ async fn warm_up(at: &Endpoint, topic: &str, tally: &Tally, members: usize) -> V
         publish_to(
             at,
             topic,
-            rumqttc::QoS::AtLeastOnce,
+            QoS::AtLeastOnce,
             vec![probe.clone()],
             Duration::from_secs(30),
         )
@@ -263,7 +263,7 @@ async fn happy_path(scenario: &str, proto: ProtoVer, qos: QoS, n: usize) {
     publish_to(
         &cluster.endpoint(2),
         &topic,
-        rqos(qos),
+        qos,
         sent.clone(),
         Duration::from_secs(120),
     )
@@ -383,7 +383,7 @@ async fn rmqtt_killed_node_consumer_fails_over_resubscribes_and_loses_nothing_pu
         let publish = publish_to(
             &at,
             &topic,
-            rumqttc::QoS::AtLeastOnce,
+            QoS::AtLeastOnce,
             before.clone(),
             Duration::from_secs(180),
         );
@@ -409,7 +409,7 @@ async fn rmqtt_killed_node_consumer_fails_over_resubscribes_and_loses_nothing_pu
         publish_to(
             &at,
             &topic,
-            rumqttc::QoS::AtLeastOnce,
+            QoS::AtLeastOnce,
             after.clone(),
             Duration::from_secs(120),
         )
@@ -478,7 +478,7 @@ async fn rmqtt_restarted_node_restores_the_session_and_its_unacked_messages() {
         publish_to(
             &cluster.endpoint(2),
             &topic,
-            rumqttc::QoS::AtLeastOnce,
+            QoS::AtLeastOnce,
             sent.clone(),
             Duration::from_secs(120),
         )
@@ -556,7 +556,7 @@ async fn nats_killed_node_persistent_session_resumes_elsewhere_and_loses_nothing
         let publish = publish_to(
             &at,
             &topic,
-            rumqttc::QoS::AtLeastOnce,
+            QoS::AtLeastOnce,
             sent.clone(),
             Duration::from_secs(180),
         );

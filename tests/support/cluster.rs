@@ -18,7 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet};
 use tempfile::TempDir;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -413,68 +413,55 @@ async fn probe(port: u16) -> bool {
 }
 
 /// Publish `payloads` to `topic` at `endpoint` (MQTT 3.1.1) and wait until the broker
-/// confirmed each one (PUBACK / PUBCOMP; QoS 0: written). Returns when each was
-/// confirmed, in order.
+/// confirmed each one (PUBACK / PUBCOMP), with tower-mqtt's own publisher on a
+/// persistent session: what a node's reset (NATS resets connections while JetStream
+/// elects new leaders) left unconfirmed is sent again on the resumed session.
 ///
 /// # Panics
-/// If the connection fails or the confirmations take longer than `timeout`.
+/// If a publish fails or they are not all confirmed within `timeout`.
 pub(crate) async fn publish_to(
     endpoint: &Endpoint,
     topic: &str,
-    qos: QoS,
+    qos: tower_mqtt::QoS,
     payloads: Vec<Vec<u8>>,
     timeout: Duration,
-) -> Vec<Instant> {
+) {
     let n = payloads.len();
-    let mut options = MqttOptions::new(unique("pub"), endpoint.host(), endpoint.port());
-    options
-        .set_clean_session(true)
-        .set_keep_alive(Duration::from_secs(10))
-        .set_inflight(20);
-    let (client, mut eventloop) = AsyncClient::new(options, 64);
-    let topic = topic.to_owned();
-    let sender = tokio::spawn(async move {
-        for payload in payloads {
-            if client.publish(&topic, qos, false, payload).await.is_err() {
-                return;
-            }
-        }
-        let _ = client.disconnect().await;
-    });
-    let mut confirmed = Vec::with_capacity(n);
-    let confirm = async {
-        while confirmed.len() < n {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) if qos == QoS::AtLeastOnce => {
-                    confirmed.push(Instant::now())
-                }
-                Ok(Event::Incoming(Packet::PubComp(_))) if qos == QoS::ExactlyOnce => {
-                    confirmed.push(Instant::now())
-                }
-                Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_))) if qos == QoS::AtMostOnce => {
-                    confirmed.push(Instant::now())
-                }
-                Ok(_) => {}
-                Err(e) => panic!(
-                    "publisher at {endpoint}: {e} after {} of {n} confirmed",
-                    confirmed.len()
-                ),
-            }
-        }
-        // Let the DISCONNECT out.
-        while let Ok(Ok(event)) =
-            tokio::time::timeout(Duration::from_secs(2), eventloop.poll()).await
-        {
-            if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
-                break;
+    let config = tower_mqtt::Config::new(endpoint.host())
+        .port(endpoint.port())
+        .client_id(unique("pub"))
+        .keepalive(Duration::from_secs(10))
+        .connect_timeout(Duration::from_secs(5));
+    let publisher = tower_mqtt::Publisher::builder(config)
+        .max_inflight(20)
+        .no_timeout()
+        .reconnect_backoff(Duration::from_millis(100), Duration::from_secs(1))
+        .build()
+        .expect("valid publisher configuration");
+    let mut tasks = tokio::task::JoinSet::new();
+    for payload in payloads {
+        let (publisher, topic) = (publisher.clone(), topic.to_owned());
+        tasks.spawn(async move {
+            publisher
+                .publish(tower_mqtt::Publish::new(topic, payload).qos(qos))
+                .await
+        });
+    }
+    drop(publisher);
+    let mut confirmed = 0;
+    let all = async {
+        while let Some(result) = tasks.join_next().await {
+            match result.expect("publish task") {
+                Ok(()) => confirmed += 1,
+                Err(e) => panic!("publisher at {endpoint}: {e} after {confirmed} of {n} confirmed"),
             }
         }
     };
-    if tokio::time::timeout(timeout, confirm).await.is_err() {
-        panic!("publisher at {endpoint}: {n} publishes not confirmed within {timeout:?}");
-    }
-    sender.abort();
-    confirmed
+    let finished = tokio::time::timeout(timeout, all).await.is_ok();
+    assert!(
+        finished,
+        "publisher at {endpoint}: {confirmed} of {n} publishes confirmed within {timeout:?}"
+    );
 }
 
 /// A connection event with the endpoint it names.

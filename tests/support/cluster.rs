@@ -178,7 +178,7 @@ grpc_reuseport = true
                 fs::write(
                     plugins.join("rmqtt-session-storage.toml"),
                     format!(
-                        "[storage]\ntype = \"sled\"\nsled.path = \"{}\"\n",
+                        "[storage]\ntype = \"sled\"\nsled.path = \"{}\"\nsled.cache_capacity = \"64M\"\n",
                         node_dir.join("sessions").display()
                     ),
                 )

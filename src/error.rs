@@ -58,6 +58,15 @@ pub enum ConfigError {
     /// The host is empty.
     #[error("host: empty host name; pass the broker's host name or IP address to Config::new")]
     EmptyHost,
+    /// An endpoint of a failover list ([`Config::hosts`](crate::Config::hosts), or a
+    /// comma list in a URL) is unusable, or the list is empty.
+    #[error("hosts: endpoint {endpoint:?}: {reason}")]
+    InvalidEndpoint {
+        /// The endpoint as `host:port` (empty for an empty list).
+        endpoint: String,
+        /// What is wrong with it and how to fix it.
+        reason: &'static str,
+    },
     /// The port is 0.
     #[error("port: 0 is not a valid broker port; the MQTT default is 1883")]
     InvalidPort,

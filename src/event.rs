@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::config::QoS;
+use crate::config::{Endpoint, QoS};
 use crate::disposition::Disposition;
 pub use crate::error::DownReason;
 
@@ -61,6 +61,8 @@ pub enum Event<'a> {
         client_id: &'a str,
         /// Whether the broker resumed an existing session.
         session_present: bool,
+        /// The broker connected to (one of [`Config::hosts`](crate::Config::hosts)).
+        endpoint: &'a Endpoint,
     },
     /// A connection ended or could not be made.
     ConnectionDown {
@@ -70,6 +72,9 @@ pub enum Event<'a> {
         client_id: &'a str,
         /// Why.
         reason: &'a DownReason,
+        /// The broker the connection was to, or the attempt was made to. The next
+        /// attempt goes to the next endpoint of a failover list.
+        endpoint: &'a Endpoint,
     },
     /// The broker granted a subscription.
     SubscriptionSuccess {
@@ -237,25 +242,28 @@ impl Emitter {
         });
     }
 
-    pub(crate) fn connection_up(&self, session_present: bool) {
+    pub(crate) fn connection_up(&self, session_present: bool, endpoint: &Endpoint) {
         let (producer_index, client_id) = (self.producer_index, &*self.client_id);
         tracing::info!(target: "tower_mqtt::connection", event = "connection.up",
-            producer_index, client_id, session_present, "connected");
+            producer_index, client_id, session_present, endpoint = %endpoint, "connected");
         self.hook(&Event::ConnectionUp {
             producer_index,
             client_id,
             session_present,
+            endpoint,
         });
     }
 
-    pub(crate) fn connection_down(&self, reason: &DownReason) {
+    pub(crate) fn connection_down(&self, reason: &DownReason, endpoint: &Endpoint) {
         let (producer_index, client_id) = (self.producer_index, &*self.client_id);
         tracing::warn!(target: "tower_mqtt::connection", event = "connection.down",
-            producer_index, client_id, reason = %reason, "connection down");
+            producer_index, client_id, reason = %reason, endpoint = %endpoint,
+            "connection down");
         self.hook(&Event::ConnectionDown {
             producer_index,
             client_id,
             reason,
+            endpoint,
         });
     }
 

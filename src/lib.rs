@@ -69,13 +69,14 @@ pub mod migration;
 mod options;
 pub mod publisher;
 mod retire;
+pub mod scale_out;
 pub mod signal;
 mod sys_watch;
 pub mod testing;
 mod topic;
 mod transport;
 
-pub use config::{Config, OptionValue, ProtoVer, QoS, TlsOptions, Will};
+pub use config::{Config, Endpoint, OptionValue, ProtoVer, QoS, TlsOptions, Will};
 pub use consumer::{Consumer, ConsumerBuilder};
 pub use disposition::{
     AckPolicy, Classify, Disposition, OnFailure, OnSuccess, Permanent, Redeliver, Reject,

@@ -19,7 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tower::retry::backoff::{Backoff, MakeBackoff};
 
-use crate::driver::Settings;
+use crate::config::Config;
+use crate::driver::{Failover, Settings};
 use crate::error::DownReason;
 use crate::event;
 use crate::transport::{down_reason, Io};
@@ -62,9 +63,21 @@ pub(crate) async fn run(settings: &Settings, stop: CancellationToken) {
     let mut counter = Counter::default();
     let mut maker = settings.backoff.maker();
     let mut backoff = maker.make_backoff();
+    // The broker list of the consumer, walked the same way.
+    let mut failover = Failover::new(&settings.config);
     loop {
         let mut connected = false;
-        match session(settings, &client_id, &mut counter, &stop, &mut connected).await {
+        let config = failover.current_config();
+        match session(
+            settings,
+            &config,
+            &client_id,
+            &mut counter,
+            &stop,
+            &mut connected,
+        )
+        .await
+        {
             Ok(Ended::Stopped) => return,
             Ok(Ended::Refused) => {
                 tracing::warn!(target: "tower_mqtt::broker", client_id, topic = DROPPED_TOPIC,
@@ -76,8 +89,12 @@ pub(crate) async fn run(settings: &Settings, stop: CancellationToken) {
                     "drop watch connection down");
                 if connected {
                     backoff = maker.make_backoff();
+                    failover.connected();
                 }
             }
+        }
+        if !failover.failed() {
+            continue;
         }
         tokio::select! {
             () = backoff.next_backoff() => {}
@@ -89,13 +106,13 @@ pub(crate) async fn run(settings: &Settings, stop: CancellationToken) {
 /// One connection: CONNECT, SUBSCRIBE, then counter updates until it ends.
 async fn session(
     settings: &Settings,
+    config: &Config,
     client_id: &str,
     counter: &mut Counter,
     stop: &CancellationToken,
     connected: &mut bool,
 ) -> Result<Ended, DownReason> {
-    let config = &settings.config;
-    let mut conn = tokio::time::timeout(config.connect_timeout, Conn::open(settings, client_id))
+    let mut conn = tokio::time::timeout(config.connect_timeout, Conn::open(config, client_id))
         .await
         .unwrap_or(Err(DownReason::Timeout))?;
     *connected = true;
@@ -176,8 +193,7 @@ struct Conn {
 
 impl Conn {
     /// Transport, CONNECT (MQTT 3.1.1, clean session) and a successful CONNACK.
-    async fn open(settings: &Settings, client_id: &str) -> Result<Self, DownReason> {
-        let config = &settings.config;
+    async fn open(config: &Config, client_id: &str) -> Result<Self, DownReason> {
         let mut conn = Self {
             io: crate::transport::connect(config).await?,
             rbuf: BytesMut::with_capacity(256),

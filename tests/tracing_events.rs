@@ -88,7 +88,7 @@ async fn tracing_events_have_stable_targets_and_fields() {
         (
             "connection.up",
             "tower_mqtt::connection",
-            &["producer_index", "client_id", "session_present"],
+            &["producer_index", "client_id", "session_present", "endpoint"],
         ),
         (
             "subscription.success",
@@ -123,7 +123,7 @@ async fn tracing_events_have_stable_targets_and_fields() {
         (
             "connection.down",
             "tower_mqtt::connection",
-            &["producer_index", "client_id", "reason"],
+            &["producer_index", "client_id", "reason", "endpoint"],
         ),
     ];
     for (name, target, fields) in expect {

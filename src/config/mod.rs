@@ -17,12 +17,14 @@ use std::time::Duration;
 #[cfg(feature = "serde")]
 mod de;
 mod emqtt;
+mod endpoint;
 mod env;
 mod tls;
 mod url;
 mod validate;
 
 pub use emqtt::OptionValue;
+pub use endpoint::Endpoint;
 pub use tls::TlsOptions;
 
 #[cfg(feature = "serde")]
@@ -89,8 +91,13 @@ impl fmt::Debug for Secret {
 /// which reports every problem as a [`ConfigError`](crate::ConfigError) naming the option.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The first endpoint (or the only one).
     pub(crate) host: String,
     pub(crate) port: u16,
+    /// The rest of a failover list ([`Config::hosts`]), in order.
+    pub(crate) more_hosts: Vec<Endpoint>,
+    /// `hosts([])` was given: `build()` says so.
+    pub(crate) empty_host_list: bool,
     pub(crate) client_id: Option<String>,
     pub(crate) username: Option<String>,
     pub(crate) password: Option<Secret>,
@@ -128,6 +135,8 @@ impl Config {
         Self {
             host: host.into(),
             port: 1883,
+            more_hosts: Vec::new(),
+            empty_host_list: false,
             client_id: None,
             username: None,
             password: None,
@@ -214,7 +223,8 @@ impl Config {
         self
     }
 
-    /// Broker TCP port. Default 1883.
+    /// Broker TCP port. Default 1883. With a failover list ([`hosts`](Self::hosts)),
+    /// the port of the first endpoint.
     #[must_use]
     pub fn port(mut self, port: u16) -> Self {
         self.port = port;
@@ -325,7 +335,8 @@ impl Config {
 /// ```
 impl Config {
     /// Broker host name or IP address, as given to [`new`](Self::new) (an IPv6 address
-    /// from a URL without its brackets).
+    /// from a URL without its brackets); with a failover list, the first endpoint's
+    /// (all of them: [`endpoints`](Self::endpoints)).
     #[must_use]
     pub fn host(&self) -> &str {
         &self.host

@@ -6,7 +6,7 @@ use std::time::Duration;
 use percent_encoding::percent_decode_str;
 
 use super::tls::TlsOptions;
-use super::{Config, ProtoVer};
+use super::{Config, Endpoint, ProtoVer};
 use crate::error::ConfigError;
 
 impl Config {
@@ -18,6 +18,10 @@ impl Config {
     /// | `mqtts://`, `ssl://`, `tls://` | TLS, verifying the server against the system roots | 8883 |
     /// | `ws://` | websocket | 80 |
     /// | `wss://` | websocket over TLS | 443 |
+    ///
+    /// A comma list of hosts is a failover list ([`hosts`](Self::hosts)):
+    /// `mqtt://broker-0:1883,broker-1:1883,[::1]/?client_id=ingest`; each host without
+    /// a port gets the scheme's default; all share the rest of the URL.
     ///
     /// `user:password@` sets the credentials (percent-decoded, so `p%40ss` is `p@ss`).
     /// A websocket URL's path is the websocket path (`/mqtt` when the URL has none);
@@ -105,39 +109,11 @@ fn parse_url(url: &str) -> Result<Config, ConfigError> {
         Some(i) => (Some(&authority[..i]), &authority[i + 1..]),
         None => (None, authority),
     };
-    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (host, after) = v6
-            .split_once(']')
-            .ok_or_else(|| bad("unterminated [IPv6] host"))?;
-        match after {
-            "" => (host, None),
-            p => (
-                host,
-                Some(
-                    p.strip_prefix(':')
-                        .ok_or_else(|| bad("junk after [IPv6] host"))?,
-                ),
-            ),
-        }
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (hostport, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(bad("no host"));
+    let mut endpoints = Vec::new();
+    for item in hostport.split(',') {
+        endpoints.push(parse_host_port(item, default_port, bad)?);
     }
-    let port = match port {
-        None => default_port,
-        Some(p) => match p.parse::<u16>() {
-            Ok(p) if p != 0 => p,
-            _ => return Err(bad("the port must be a number from 1 to 65535")),
-        },
-    };
-    let mut config =
-        Config::new(percent_decode(host).ok_or_else(|| bad("bad percent-encoding in host"))?)
-            .port(port);
+    let mut config = Config::new("").hosts(endpoints);
     if let Some(userinfo) = userinfo {
         let (user, pass) = match userinfo.split_once(':') {
             Some((u, p)) => (u, Some(p)),
@@ -169,6 +145,46 @@ fn parse_url(url: &str) -> Result<Config, ConfigError> {
         config = apply_query(config, query, bad)?;
     }
     Ok(config)
+}
+
+/// One `host[:port]` of the authority (IPv6 in brackets), decoded.
+fn parse_host_port(
+    hostport: &str,
+    default_port: u16,
+    bad: impl Fn(&'static str) -> ConfigError,
+) -> Result<Endpoint, ConfigError> {
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| bad("unterminated [IPv6] host"))?;
+        match after {
+            "" => (host, None),
+            p => (
+                host,
+                Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| bad("junk after [IPv6] host"))?,
+                ),
+            ),
+        }
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    let port = match port {
+        None => default_port,
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) if p != 0 => p,
+            _ => return Err(bad("the port must be a number from 1 to 65535")),
+        },
+    };
+    let host = percent_decode(host).ok_or_else(|| bad("bad percent-encoding in host"))?;
+    Ok(Endpoint::new(host, port))
 }
 
 /// The options a URL query may set, in the order of the docs.
@@ -305,6 +321,33 @@ mod tests {
         assert_eq!((c.host.as_str(), c.port), ("::1", 443));
         assert_eq!(c.websocket_path.as_deref(), Some("/x/y"));
         assert!(c.tls.is_some());
+    }
+
+    #[test]
+    fn a_comma_list_of_hosts_is_a_failover_list() {
+        let c = Config::from_url("mqtts://u:p@a,b:8884,[::1]:1/?client_id=x").unwrap();
+        assert_eq!(
+            c.endpoints(),
+            [
+                Endpoint::new("a", 8883),
+                Endpoint::new("b", 8884),
+                Endpoint::new("::1", 1)
+            ]
+        );
+        assert_eq!(c.username.as_deref(), Some("u"));
+        assert_eq!(c.get_client_id(), Some("x"));
+        for url in [
+            "mqtt://a,",
+            "mqtt://,a",
+            "mqtt://a,,b",
+            "mqtt://a,b:0",
+            "mqtt://a,[::1",
+        ] {
+            assert!(
+                matches!(Config::from_url(url), Err(ConfigError::InvalidUrl { .. })),
+                "{url}"
+            );
+        }
     }
 
     #[test]

@@ -26,7 +26,10 @@ pub(crate) fn validate(
     if let Some(e) = config.migrated.errors.first() {
         return Err(e.clone());
     }
-    transport(config)?;
+    // Each endpoint's host is its TLS server name and websocket authority.
+    for endpoint in &config.endpoints() {
+        transport(&config.at(endpoint))?;
+    }
     if let Some(will) = &config.will {
         check_will(will)?;
     }
@@ -39,6 +42,7 @@ fn connection(c: &Config) -> Result<(), ConfigError> {
     if c.proto_ver == ProtoVer::V3 {
         return Err(ConfigError::UnsupportedProtocol);
     }
+    super::endpoint::check_list(c)?;
     if c.host.trim().is_empty() {
         return Err(ConfigError::EmptyHost);
     }

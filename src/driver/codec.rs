@@ -483,9 +483,14 @@ impl Codec {
                 write_v4(&v4::Packet::Subscribe(v4::Subscribe { pkid, filters }), buf);
             }
             Self::V5 => {
+                // Retain Handling 1: retained messages only for a subscription the
+                // session does not have yet, since every connection subscribes again.
                 let filters = filters
                     .iter()
-                    .map(|(f, q)| v5::Filter::new(f.clone(), to_v5(*q)))
+                    .map(|(f, q)| v5::Filter {
+                        retain_forward_rule: v5::RetainForwardRule::OnNewSubscribe,
+                        ..v5::Filter::new(f.clone(), to_v5(*q))
+                    })
                     .collect();
                 let subscribe = v5::Subscribe {
                     pkid,

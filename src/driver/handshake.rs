@@ -13,18 +13,20 @@ use crate::error::DownReason;
 use crate::message::Origin;
 use crate::transport::down_reason;
 
-/// Open the transport (TCP, TLS, websocket), send CONNECT, wait for a successful
-/// CONNACK. The connection comes back with anything read past the CONNACK still in its
-/// read buffer.
+/// Open the transport (TCP, TLS, websocket) to the endpoint `config` is aimed at
+/// ([`Failover`](super::Failover)), send CONNECT, wait for a successful CONNACK. The
+/// connection comes back with anything read past the CONNACK still in its read buffer.
 pub(super) async fn open(
+    config: Arc<Config>,
     settings: Arc<Settings>,
     origin: Arc<Origin>,
 ) -> Result<(Buffered, ConnAckInfo), DownReason> {
     let params = settings.connect_params(&origin);
-    connect(&settings.config, settings.codec(), &params).await
+    connect(&config, settings.codec(), &params).await
 }
 
-/// [`open`] for any connection of `config` (the publisher's too): CONNECT with `params`.
+/// [`open`] for any connection of `config` (the publisher's too): CONNECT with `params`,
+/// to `config`'s first endpoint.
 pub(crate) async fn connect(
     config: &Config,
     codec: Codec,

@@ -44,12 +44,14 @@ pub(crate) mod codec;
 mod conn;
 mod deliveries;
 mod dispatch;
+mod failover;
 pub(crate) mod handshake;
 pub(crate) mod io;
 pub(crate) mod keepalive;
 mod order;
 mod settings;
 
+pub(crate) use failover::Failover;
 pub(crate) use settings::{ReconnectBackoff, Settings};
 
 use std::future::{poll_fn, Future};
@@ -63,6 +65,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tower::retry::backoff::{Backoff, ExponentialBackoffMaker, MakeBackoff};
 use tower_service::Service;
 
+use crate::config::Config;
 use crate::error::{BoxError, DownReason, RunError};
 use crate::event::Emitter;
 use crate::message::{Message, Origin};
@@ -73,9 +76,24 @@ use io::Buffered;
 
 /// End the session of `client_id` on the broker: connect with a clean start (no
 /// session expiry), then DISCONNECT, so the broker discards the session and anything
-/// it still held. Used once a retired slot has drained its session.
+/// it still held. Used once a retired slot has drained its session. Tries each endpoint
+/// of a failover list in turn until one answers.
 pub(crate) async fn forget_session(settings: &Settings, client_id: &str) -> Result<(), DownReason> {
-    let config = &settings.config;
+    let mut last = DownReason::Closed;
+    for endpoint in settings.config.endpoints() {
+        match forget_at(&settings.config.at(&endpoint), settings, client_id).await {
+            Ok(()) => return Ok(()),
+            Err(reason) => last = reason,
+        }
+    }
+    Err(last)
+}
+
+async fn forget_at(
+    config: &Config,
+    settings: &Settings,
+    client_id: &str,
+) -> Result<(), DownReason> {
     let codec = settings.codec();
     let params = codec::ConnectParams {
         client_id,
@@ -122,12 +140,12 @@ where
     dispatch: Dispatcher<S>,
     /// Makes this slot's reconnect backoff; a new one after every successful connection.
     backoff: ExponentialBackoffMaker,
+    /// Which endpoint of the failover list the next attempt goes to.
+    failover: Failover,
     /// Connections opened so far; the current one's number.
     epoch: u64,
     shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
     stopping: bool,
-    /// Whether the first connection of this run has subscribed.
-    subscribed_once: bool,
 }
 
 impl<S> Driver<S>
@@ -149,6 +167,7 @@ where
         };
         Self {
             backoff: settings.backoff.maker(),
+            failover: Failover::new(&settings.config),
             dispatch: Dispatcher::new(settings.clone(), origin.clone(), svc),
             settings,
             origin,
@@ -156,7 +175,6 @@ where
             epoch: 0,
             shutdown: Box::pin(shutdown.cancelled_owned()),
             stopping: false,
-            subscribed_once: false,
         }
     }
 
@@ -182,7 +200,11 @@ where
         let mut failures: u32 = 0;
         let mut backoff = self.backoff.make_backoff();
         loop {
-            let open = handshake::open(self.settings.clone(), self.origin.clone());
+            let open = handshake::open(
+                self.failover.current_config(),
+                self.settings.clone(),
+                self.origin.clone(),
+            );
             let Some(opened) = self.while_disconnected(open, true).await else {
                 return Ok(());
             };
@@ -191,11 +213,15 @@ where
                     // Connected: the next failure starts the backoff over.
                     failures = 0;
                     backoff = self.backoff.make_backoff();
+                    self.failover.connected();
                     match self.consume(io, connack).await {
                         Ok(Exit::Shutdown) => return Ok(()),
                         Ok(Exit::Redeliver { failures }) => {
-                            self.events
-                                .connection_down(&DownReason::Redelivery { failures });
+                            // Back to the same endpoint, which holds the session.
+                            self.events.connection_down(
+                                &DownReason::Redelivery { failures },
+                                &self.failover.current().endpoint,
+                            );
                             continue;
                         }
                         Err(Broken::ServiceFailed(source)) => {
@@ -209,7 +235,8 @@ where
                 }
                 Err(reason) => reason,
             };
-            self.events.connection_down(&reason);
+            self.events
+                .connection_down(&reason, &self.failover.current().endpoint);
             failures += 1;
             if let Some(limit) = self.settings.max_reconnect_attempts {
                 if failures > limit {
@@ -220,9 +247,13 @@ where
                     });
                 }
             }
-            let delay = backoff.next_backoff();
-            if self.while_disconnected(delay, true).await.is_none() {
-                return Ok(());
+            // On to the next endpoint: at once, or after the backoff once a whole
+            // round of the list failed.
+            if self.failover.failed() {
+                let delay = backoff.next_backoff();
+                if self.while_disconnected(delay, true).await.is_none() {
+                    return Ok(());
+                }
             }
         }
     }
@@ -261,14 +292,15 @@ where
             None => self.settings.config.keepalive,
         };
         let mut conn = Conn::new(io, self.epoch, keepalive, &self.settings);
-        self.events.connection_up(connack.session_present);
-        // rumqttc never re-subscribes; we do whenever the broker has no session for us,
-        // and once per run in any case, in case the topic list changed since the session
-        // was created.
-        if !connack.session_present || !self.subscribed_once {
-            self.subscribed_once = true;
-            conn.subscribe(&self.settings.subscriptions);
-        }
+        self.events
+            .connection_up(connack.session_present, &self.failover.current().endpoint);
+        // Subscribe on every connection, whatever `session_present` says: a clustered
+        // broker can report a session it lost (rmqttd after a CONNECT that gave up
+        // early, see docs/scale-out.md), and a consumer that trusted the flag would stay
+        // connected and receive nothing. Subscribing again to an existing subscription
+        // replaces it without touching what the session holds; with MQTT 5 it asks for
+        // retained messages only if the subscription is new (Retain Handling 1).
+        conn.subscribe(&self.settings.subscriptions);
         conn.unsubscribe(&self.settings.unsubscribe);
         let exit = poll_fn(|cx| self.poll_conn(&mut conn, cx)).await;
         self.dispatch.connection_closed();

@@ -25,7 +25,7 @@ use crate::driver::codec::{
 use crate::driver::handshake;
 use crate::driver::io::Buffered;
 use crate::driver::keepalive::Keepalive;
-use crate::driver::ReconnectBackoff;
+use crate::driver::{Failover, ReconnectBackoff};
 use crate::error::DownReason;
 
 const TARGET: &str = "tower_mqtt::publisher";
@@ -122,17 +122,20 @@ impl Task {
     pub(super) async fn run(mut self) {
         let mut maker = self.opts.backoff.maker();
         let mut backoff = maker.make_backoff();
+        // The consumer's failover list, walked the same way.
+        let mut failover = Failover::new(&self.opts.config);
         loop {
             if self.done() {
                 return;
             }
             let opened = {
                 let params = self.connect_params();
-                handshake::connect(&self.opts.config, self.codec, &params).await
+                handshake::connect(&failover.current().config, self.codec, &params).await
             };
             let reason = match opened {
                 Ok((io, connack)) => {
                     backoff = maker.make_backoff();
+                    failover.connected();
                     match self.connected(io, connack).await {
                         Ok(()) => return,
                         Err(reason) => reason,
@@ -141,6 +144,7 @@ impl Task {
                 Err(reason) => reason,
             };
             tracing::warn!(target: TARGET, client_id = %self.opts.client_id, reason = %reason,
+                endpoint = %failover.current().endpoint,
                 unconfirmed = self.unconfirmed.len(), "publisher connection down");
             if self.opts.config.clean_start {
                 // No session will carry these over: tell their callers now.
@@ -149,7 +153,9 @@ impl Task {
             if self.abandoned() {
                 return;
             }
-            backoff.next_backoff().await;
+            if failover.failed() {
+                backoff.next_backoff().await;
+            }
         }
     }
 

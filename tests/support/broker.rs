@@ -619,7 +619,7 @@ impl BrokerLog {
 /// A port on 127.0.0.1 that was free a moment ago and that no other broker
 /// of this test process has had (a stopped broker's port looks free to the
 /// OS, but its owner will want it back).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let mut handed_out = HANDED_OUT.lock().unwrap_or_else(PoisonError::into_inner);
     loop {

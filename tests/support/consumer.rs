@@ -290,6 +290,17 @@ pub(crate) fn rqos(qos: tower_mqtt::QoS) -> rumqttc::QoS {
     }
 }
 
+/// A service that records each payload in `processed` and succeeds.
+pub(crate) fn recording_service(
+    processed: &Processed,
+) -> impl tower::Service<Message, Response = (), Error = BoxError, Future = impl Send> + Clone {
+    let p = processed.clone();
+    tower::service_fn(move |m: Message| {
+        p.record(m.payload());
+        async { Ok::<_, BoxError>(()) }
+    })
+}
+
 /// Counts how many times each payload was processed successfully.
 #[derive(Clone, Default)]
 pub(crate) struct Processed(Arc<Mutex<std::collections::HashMap<Vec<u8>, usize>>>);

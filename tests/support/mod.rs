@@ -33,6 +33,7 @@
 
 mod broker;
 mod client;
+pub(crate) mod cluster;
 pub(crate) mod consumer;
 pub(crate) mod fake_server;
 pub(crate) mod proxy;

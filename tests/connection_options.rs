@@ -21,16 +21,6 @@ const USER: &str = "alice";
 /// Needs percent-encoding in a URL.
 const PASSWORD: &str = "p@ss:w0rd";
 
-fn recording_service(
-    processed: &Processed,
-) -> impl tower::Service<Message, Response = (), Error = BoxError, Future = impl Send> + Clone {
-    let p = processed.clone();
-    service_fn(move |m: Message| {
-        p.record(m.payload());
-        async { Ok::<_, BoxError>(()) }
-    })
-}
-
 fn auth_broker() -> Broker {
     Broker::start(BrokerOptions {
         users: vec![(USER.into(), PASSWORD.into())],

@@ -11,16 +11,6 @@ use support::*;
 use tower::service_fn;
 use tower_mqtt::{BoxError, DownReason, Message, QoS as Q, RunError, Status};
 
-fn recording_service(
-    processed: &Processed,
-) -> impl tower::Service<Message, Response = (), Error = BoxError, Future = impl Send> + Clone {
-    let p = processed.clone();
-    service_fn(move |m: Message| {
-        p.record(m.payload());
-        async { Ok::<_, BoxError>(()) }
-    })
-}
-
 async fn resubscribes_after_restart(qos: Q) {
     let mut broker = Broker::start(BrokerOptions::default()); // no persistence
     let id = unique("resub");

@@ -6,20 +6,11 @@ mod support;
 
 use std::time::Duration;
 
-use support::consumer::{builder, config, left_in_session, spawn, Ev, Processed};
+use support::consumer::{
+    builder, config, left_in_session, recording_service, spawn, Ev, Processed,
+};
 use support::{publish_many, unique, with_timeout, Broker, BrokerOptions, QoS, TestClient};
-use tower::service_fn;
-use tower_mqtt::{BoxError, Message, ProtoVer, QoS as Q};
-
-fn recording(
-    processed: &Processed,
-) -> impl tower::Service<Message, Response = (), Error = BoxError, Future = impl Send> + Clone {
-    let p = processed.clone();
-    service_fn(move |m: Message| {
-        p.record(m.payload());
-        async { Ok::<_, BoxError>(()) }
-    })
-}
+use tower_mqtt::{ProtoVer, QoS as Q};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -35,7 +26,7 @@ async fn scale_down(proto: ProtoVer, drain: bool) -> (Broker, String, String, Pr
     let processed = Processed::default();
     let two = spawn(
         group(builder(cfg(), &topic, Q::AtLeastOnce)).concurrency(2),
-        recording(&processed),
+        recording_service(&processed),
     );
     two.events.wait_subscribed(2, 1).await;
     two.stop().await.unwrap();
@@ -47,7 +38,7 @@ async fn scale_down(proto: ProtoVer, drain: bool) -> (Broker, String, String, Pr
     if drain {
         one = one.drain_retired_sessions(2);
     }
-    let running = spawn(one, recording(&processed));
+    let running = spawn(one, recording_service(&processed));
     running.events.wait_subscribed(1, 1).await;
     if drain {
         running
@@ -139,7 +130,7 @@ async fn a_retired_replica_session_is_drained_by_name() {
         };
         let processed = Processed::default();
         for id in [&a, &b] {
-            let running = spawn(replica(id), recording(&processed));
+            let running = spawn(replica(id), recording_service(&processed));
             running.events.wait_subscribed(1, 1).await;
             running.stop().await.unwrap();
         }
@@ -148,7 +139,7 @@ async fn a_retired_replica_session_is_drained_by_name() {
 
         let running = spawn(
             replica(&a).drain_sessions([format!("{b}_0")]),
-            recording(&processed),
+            recording_service(&processed),
         );
         running
             .events

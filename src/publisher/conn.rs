@@ -6,8 +6,15 @@
 //! id, which outlive a connection. After a session resume they are sent again (PUBLISH
 //! with DUP, or PUBREL for those the broker already has), in the order they were first
 //! sent.
+//!
+//! A session can also hold QoS 2 exchanges this task never knew: left by an earlier
+//! process with the same client id that stopped between PUBREC and PUBREL, or restored
+//! by a broker restarted from an older save (kill -9). Each still counts against the
+//! broker's receive window, and a broker that enforces it (mosquitto) refuses every new
+//! publish with 0x97 Quota Exceeded once they fill it. On that refusal the task
+//! releases them (see [`Release`]) and sends the refused publishes again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::poll_fn;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -32,6 +39,8 @@ const TARGET: &str = "tower_mqtt::publisher";
 
 /// MQTT 5 reason code 0x92 Packet Identifier not found (on PUBCOMP).
 const PUBCOMP_NOT_FOUND: u8 = 0x92;
+/// MQTT 5 reason code 0x97 Quota Exceeded (on PUBACK / PUBREC).
+const QUOTA_EXCEEDED: u8 = 0x97;
 
 /// Where a handle learns how its publish ended.
 pub(super) type Reply = oneshot::Sender<Result<(), PublishError>>;
@@ -62,6 +71,10 @@ struct Unconfirmed {
     /// The encoded PUBLISH, DUP clear.
     packet: Bytes,
     stage: Stage,
+    /// [`Live::releases`] when this PUBLISH was last written: a refusal of one written
+    /// before the latest release is no evidence against that release.
+    round: u32,
+
     reply: Reply,
     _permit: OwnedSemaphorePermit,
 }
@@ -93,6 +106,56 @@ struct Live {
     written: Vec<Written>,
     /// DISCONNECT is in the write buffer: every handle is gone and nothing is pending.
     closing: bool,
+    /// The broker announced a Receive Maximum (MQTT 5): it counts our open exchanges.
+    broker_counts: bool,
+    /// Releases started on this connection (at most one, see [`Release`]).
+    releases: u32,
+    /// The release under way: its PUBRELs not yet answered.
+    release: Option<Release>,
+    /// The last packet received was a PUBREC accepting this packet id.
+    last_pubrec: Option<u16>,
+    /// Unconfirmed publishes to send again on this connection once the window has room
+    /// (packet ids, in the order they were first sent).
+    waiting: VecDeque<u16>,
+    /// Resent publishes carry DUP (the session was resumed).
+    resumed: bool,
+}
+
+/// Releasing QoS 2 exchanges the session holds that the task does not know.
+///
+/// The evidence is a 0x97 Quota Exceeded from a broker that announced a Receive
+/// Maximum: the task never has more exchanges open than that, so the broker counts
+/// some the task has no record of. They can have any packet id, so the task sends
+/// PUBREL for every id it is not using: the broker releases those it holds (their
+/// messages are delivered, as their publisher meant them to be; a possible duplicate,
+/// never a loss) and answers the others with PUBCOMP (MQTT 5: 0x92 Packet Identifier
+/// not found). The refused publishes follow the PUBRELs on the same connection, so
+/// the broker sees them with its window free. 65,535 PUBRELs are 256 KiB, once per
+/// connection at most; a second refusal on the same connection is the caller's error.
+/// Only on evidence: some brokers (rumqttd) close the connection on a PUBREL for an id
+/// they do not know.
+struct Release {
+    /// One bit per packet id whose PUBREL is unanswered: not reused until answered,
+    /// since its PUBCOMP would otherwise be taken for the new exchange's.
+    pending: Box<[u64; 1024]>,
+    outstanding: usize,
+    sent: usize,
+    not_found: usize,
+}
+
+impl Release {
+    fn contains(&self, pkid: u16) -> bool {
+        self.pending[usize::from(pkid / 64)] & (1 << (pkid % 64)) != 0
+    }
+
+    /// Clears `pkid`; whether it was pending.
+    fn answer(&mut self, pkid: u16) -> bool {
+        let (word, bit) = (usize::from(pkid / 64), 1u64 << (pkid % 64));
+        let was = self.pending[word] & bit != 0;
+        self.pending[word] &= !bit;
+        self.outstanding -= usize::from(was);
+        was
+    }
 }
 
 /// The connection task.
@@ -103,6 +166,13 @@ pub(super) struct Task {
     unconfirmed: HashMap<u16, Unconfirmed>,
     last_pkid: u16,
     next_seq: u64,
+    /// A release was started and not finished (mosquitto 2.0.11 closes the connection
+    /// right after its 0x97 PUBREC, before it reads our PUBRELs): the next resumed
+    /// session starts with it.
+    release_due: bool,
+    /// MQTT 3.1.1: the in-flight window learned from the broker's hidden refusals (see
+    /// [`Task::recheck_hidden_refusal`]).
+    learned_window: Option<usize>,
 }
 
 impl Task {
@@ -114,6 +184,8 @@ impl Task {
             unconfirmed: HashMap::new(),
             last_pkid: 0,
             next_seq: 0,
+            release_due: false,
+            learned_window: None,
         }
     }
 
@@ -211,16 +283,31 @@ impl Task {
         let mut live = Live {
             io,
             keepalive: Keepalive::new(keepalive),
-            window: self.opts.max_inflight.min(broker_window),
+            window: self
+                .opts
+                .max_inflight
+                .min(broker_window)
+                .min(self.learned_window.unwrap_or(usize::MAX)),
             max_packet: connack.max_packet_size.map(|n| n as usize),
             written: Vec::new(),
             closing: false,
+            broker_counts: connack.receive_maximum.is_some(),
+            releases: 0,
+            release: None,
+            last_pubrec: None,
+            waiting: VecDeque::new(),
+            resumed: connack.session_present,
         };
         tracing::info!(target: TARGET, client_id = %self.opts.client_id,
             session_present = connack.session_present, window = live.window,
             unconfirmed = self.unconfirmed.len(), "publisher connected");
         self.resume(&mut live, connack.session_present);
         let result = poll_fn(|cx| self.poll_live(&mut live, cx)).await;
+        if let (Err(DownReason::Closed), Some(pkid), Codec::V4) =
+            (&result, live.last_pubrec, self.codec)
+        {
+            self.recheck_hidden_refusal(pkid, &live);
+        }
         // QoS 0 publishes not flushed: nothing will send them again.
         for w in live.written.drain(..) {
             let _ = w
@@ -230,8 +317,57 @@ impl Task {
         result
     }
 
+    /// The broker closed an MQTT 3.1.1 connection right after a PUBREC (`pkid`): it may
+    /// have been a refusal. mosquitto 2.0.11 answers a QoS 2 publish beyond its
+    /// in-flight window with a PUBREC (3.1.1 has no reason code to say 0x97) and closes
+    /// the connection at once. A PUBREL resent for it on the next connection would be
+    /// answered with PUBCOMP for a message the broker never took, and the publish
+    /// confirmed though lost (seen: 2 of 300). So that exchange starts again from
+    /// PUBLISH (DUP): a broker that still holds it recognises it by packet id and content
+    /// (mosquitto keeps one copy), one that refused it takes it now. The cost: if the
+    /// broker had released it already (it read our PUBREL before closing), it is
+    /// delivered twice; a duplicate, never a loss. Only the last packet can be such a
+    /// refusal: the broker answers in order and closes right after it (though the PUBREC
+    /// that arrived last may also be a real one, its followers dropped by the close).
+    ///
+    /// Such a close also means the window is larger than the broker's, which 3.1.1
+    /// cannot tell: the window is halved (down to 1, never grown again). Without that,
+    /// each connection would overrun the broker's window again, and a broker holding
+    /// publishes whose PUBREC the close swallowed could refuse the first new one every
+    /// time, for good.
+    fn recheck_hidden_refusal(&mut self, pkid: u16, live: &Live) {
+        let Some(u) = self
+            .unconfirmed
+            .get_mut(&pkid)
+            .filter(|u| u.stage == Stage::Released)
+        else {
+            return;
+        };
+        u.stage = Stage::Published;
+        let open = self.open(live);
+        if open < 2 {
+            // One exchange open: no window was overrun.
+            return;
+        }
+        let window = (live.window / 2).max(1);
+        self.learned_window = Some(window);
+        tracing::warn!(target: TARGET, client_id = %self.opts.client_id, pkid, open, window,
+            "the broker closed the connection right after a PUBREC: taken as a refusal \
+             beyond its in-flight window (MQTT 3.1.1 has no reason code for it; mosquitto \
+             does this). The publish is sent again and the window halved; set \
+             max_inflight to the broker's window (mosquitto: max_inflight_messages) to \
+             avoid this");
+    }
+
     /// Deal with what the last connection left unconfirmed.
     fn resume(&mut self, live: &mut Live, session_present: bool) {
+        if !session_present {
+            // A new session holds no exchange of ours.
+            self.release_due = false;
+        } else if self.release_due {
+            // First, so the broker's window is free when the rest arrives.
+            self.start_release(live);
+        }
         if self.unconfirmed.is_empty() {
             return;
         }
@@ -261,21 +397,45 @@ impl Task {
             .map(|(pkid, u)| (u.seq, *pkid))
             .collect();
         order.sort_unstable();
-        let wbuf = live.io.write_buf();
-        for (_, pkid) in order {
-            let u = &self.unconfirmed[&pkid];
-            match u.stage {
-                Stage::Published => {
-                    let start = wbuf.len();
-                    wbuf.extend_from_slice(&u.packet);
-                    if session_present {
-                        // MQTT-4.4.0-1: resent on a resumed session, with DUP.
-                        set_dup(&mut wbuf[start..]);
-                    }
-                }
-                Stage::Released => self.codec.encode_pubrel(pkid, wbuf),
+        // PUBRELs first: they free the broker's window for the rest.
+        let mut open = 0;
+        for &(_, pkid) in &order {
+            if self.unconfirmed[&pkid].stage == Stage::Released {
+                self.codec.encode_pubrel(pkid, live.io.write_buf());
+                open += 1;
             }
         }
+        // Then the publishes, within the window; the rest as it frees.
+        for (_, pkid) in order {
+            if self.unconfirmed[&pkid].stage == Stage::Published {
+                if open < live.window {
+                    self.resend(pkid, live);
+                    open += 1;
+                } else {
+                    live.waiting.push_back(pkid);
+                }
+            }
+        }
+    }
+
+    /// Send an unconfirmed PUBLISH again on this connection.
+    fn resend(&mut self, pkid: u16, live: &mut Live) {
+        let Some(u) = self.unconfirmed.get_mut(&pkid) else {
+            return;
+        };
+        u.round = live.releases;
+        let wbuf = live.io.write_buf();
+        let start = wbuf.len();
+        wbuf.extend_from_slice(&u.packet);
+        if live.resumed {
+            // MQTT-4.4.0-1: resent on a resumed session, with DUP.
+            set_dup(&mut wbuf[start..]);
+        }
+    }
+
+    /// Publishes open on this connection (sent, not confirmed).
+    fn open(&self, live: &Live) -> usize {
+        self.unconfirmed.len().saturating_sub(live.waiting.len())
     }
 
     /// One live connection, pass after pass (the consumer's driver loop, smaller).
@@ -295,9 +455,17 @@ impl Task {
                 }
             };
 
-            // 2. New publishes, while the window has room.
+            // 2. Resent publishes, then new ones, while the window has room.
             if !live.closing {
-                while self.unconfirmed.len() < live.window {
+                while self.open(live) < live.window {
+                    let Some(pkid) = live.waiting.pop_front() else {
+                        break;
+                    };
+                    self.resend(pkid, live);
+                    progress = true;
+                }
+                while live.waiting.is_empty() && self.open(live) < live.window && self.id_free(live)
+                {
                     match self.rx.poll_recv(cx) {
                         Poll::Ready(Some(request)) => {
                             self.send(request, live);
@@ -350,7 +518,7 @@ impl Task {
         } = request;
         let pkid = match publish.qos {
             QoS::AtMostOnce => 0,
-            QoS::AtLeastOnce | QoS::ExactlyOnce => self.next_pkid(),
+            QoS::AtLeastOnce | QoS::ExactlyOnce => self.next_pkid(live),
         };
         let mut packet = BytesMut::new();
         let encoded = self.codec.encode_publish(
@@ -400,23 +568,116 @@ impl Task {
                 topic: publish.topic,
                 packet: packet.freeze(),
                 stage: Stage::Published,
+                round: live.releases,
                 reply,
                 _permit: permit,
             },
         );
     }
 
-    /// The next packet id not in use (the window is at most 65,535, so one is free).
-    fn next_pkid(&mut self) -> u16 {
+    /// Whether a packet id is free for a new publish: always, unless a release holds
+    /// the ids the window leaves.
+    fn id_free(&self, live: &Live) -> bool {
+        match &live.release {
+            None => true,
+            Some(r) => r.outstanding + self.unconfirmed.len() < usize::from(u16::MAX),
+        }
+    }
+
+    /// The next packet id not in use and not awaiting a release's PUBCOMP (one is
+    /// free: see [`Task::id_free`]).
+    fn next_pkid(&mut self, live: &Live) -> u16 {
         loop {
             self.last_pkid = self.last_pkid.checked_add(1).unwrap_or(1);
-            if !self.unconfirmed.contains_key(&self.last_pkid) {
+            let releasing = live
+                .release
+                .as_ref()
+                .is_some_and(|r| r.contains(self.last_pkid));
+            if !releasing && !self.unconfirmed.contains_key(&self.last_pkid) {
                 return self.last_pkid;
             }
         }
     }
 
+    /// A refusal with 0x97 Quota Exceeded: whether it is evidence of exchanges the
+    /// session holds that the task does not know, and so was dealt with (the publish
+    /// goes out again, after a release if none was made since it was written).
+    fn quota_refused(&mut self, pkid: u16, live: &mut Live) -> bool {
+        if !live.broker_counts || self.codec != Codec::V5 {
+            return false;
+        }
+        let Some(round) = self.unconfirmed.get(&pkid).map(|u| u.round) else {
+            return false;
+        };
+        if round == live.releases {
+            if live.releases > 0 {
+                // Refused again after a release on this connection: not ours to fix.
+                return false;
+            }
+            self.start_release(live);
+        }
+        if let Some(u) = self.unconfirmed.get_mut(&pkid) {
+            u.round = live.releases;
+            // The broker refused it, so it holds nothing of it: a new PUBLISH, DUP clear.
+            live.io.write_buf().extend_from_slice(&u.packet);
+        }
+        true
+    }
+
+    /// PUBREL for every packet id not in use (see [`Release`]).
+    fn start_release(&mut self, live: &mut Live) {
+        let mut release = Release {
+            pending: Box::new([0; 1024]),
+            outstanding: 0,
+            sent: 0,
+            not_found: 0,
+        };
+        let wbuf = live.io.write_buf();
+        wbuf.reserve(4 * usize::from(u16::MAX));
+        for pkid in 1..=u16::MAX {
+            if !self.unconfirmed.contains_key(&pkid) {
+                self.codec.encode_pubrel(pkid, wbuf);
+                release.pending[usize::from(pkid / 64)] |= 1 << (pkid % 64);
+                release.outstanding += 1;
+            }
+        }
+        release.sent = release.outstanding;
+        if self.release_due {
+            tracing::info!(target: TARGET, client_id = %self.opts.client_id,
+                pubrels = release.sent, "releasing the session's unknown QoS 2 exchanges first");
+        } else {
+            tracing::warn!(target: TARGET, client_id = %self.opts.client_id,
+                open = self.unconfirmed.len(), window = live.window, pubrels = release.sent,
+                "the broker refused a publish with 0x97 Quota Exceeded although fewer \
+                 exchanges than its Receive Maximum are open: the session holds QoS 2 \
+                 exchanges this publisher does not know (an earlier process with this client \
+                 id, or a broker restored from an older save); releasing them with PUBREL");
+        }
+        self.release_due = true;
+        live.releases += 1;
+        live.release = Some(release);
+    }
+
+    /// A PUBCOMP for a packet id not in use: the answer to a release's PUBREL, if any.
+    fn release_answered(&mut self, live: &mut Live, pkid: u16, reason: u8) {
+        let Some(release) = live.release.as_mut() else {
+            return;
+        };
+        if !release.answer(pkid) {
+            return;
+        }
+        release.not_found += usize::from(reason == PUBCOMP_NOT_FOUND);
+        if release.outstanding == 0 {
+            tracing::info!(target: TARGET, client_id = %self.opts.client_id,
+                pubrels = release.sent, not_found = release.not_found,
+                "release done: the broker answered every PUBREL");
+            live.release = None;
+            self.release_due = false;
+        }
+    }
+
     fn on_packet(&mut self, packet: Inbound, live: &mut Live) -> Result<(), DownReason> {
+        live.last_pubrec = None;
         match packet {
             Inbound::PubResp { kind, pkid, reason } => self.on_response(kind, pkid, reason, live),
             Inbound::PingResp => live.keepalive.pong(),
@@ -439,13 +700,24 @@ impl Task {
     }
 
     fn on_response(&mut self, kind: PubResp, pkid: u16, reason: u8, live: &mut Live) {
+        if reason == QUOTA_EXCEEDED
+            && matches!(kind, PubResp::Ack | PubResp::Rec)
+            && self.quota_refused(pkid, live)
+        {
+            return;
+        }
         let Some(u) = self.unconfirmed.get_mut(&pkid) else {
-            tracing::debug!(target: TARGET, pkid, ?kind, "answer for a packet id not in use; ignored");
+            if kind == PubResp::Comp {
+                self.release_answered(live, pkid, reason);
+            } else {
+                tracing::debug!(target: TARGET, pkid, ?kind, "answer for a packet id not in use; ignored");
+            }
             return;
         };
         let outcome = match kind {
             PubResp::Rec if reason < 0x80 => {
                 u.stage = Stage::Released;
+                live.last_pubrec = Some(pkid);
                 self.codec.encode_pubrel(pkid, live.io.write_buf());
                 return;
             }

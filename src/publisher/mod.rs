@@ -20,6 +20,18 @@
 //! * A publish the broker refuses (an MQTT 5 reason code of 0x80 or more, e.g. 0x87
 //!   NotAuthorized from an ACL) fails with [`PublishError::Refused`]; MQTT 3.1.1 has no
 //!   way to refuse one.
+//! * Except 0x97 Quota Exceeded from a broker that announced a Receive Maximum: the
+//!   publisher never has more open than that, so the session holds QoS 2 exchanges it
+//!   does not know (an earlier process with this client id stopped between PUBREC and
+//!   PUBREL, or a broker restored from an older save). It releases them with a PUBREL
+//!   for every packet id it is not using (their messages are delivered: perhaps twice,
+//!   never lost), on the next connection if the broker closes this one (mosquitto
+//!   does), and publishes the refused messages again. A second refusal on the same
+//!   connection is the caller's.
+//! * MQTT 3.1.1: mosquitto answers a QoS 2 publish beyond its window with a plain
+//!   PUBREC and closes the connection. The publisher then publishes again what was
+//!   acknowledged last before the close (with DUP; the broker recognises a copy it
+//!   holds) rather than confirm it with PUBREL, and halves its window.
 //! * Each call is bounded by a timeout (default 30 s, [`PublisherBuilder::timeout`]).
 //! * The task ends once every handle is dropped and every publish is confirmed (or its
 //!   caller stopped waiting), with a DISCONNECT.

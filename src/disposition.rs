@@ -131,6 +131,12 @@ impl Disposition {
     /// acknowledged: the broker sends it again on the next session.
     pub(crate) const ARRIVED_WHILE_CLOSING: Self = Self::Leave;
 
+    /// A QoS 1 or 2 PUBLISH still buffered when the broker has already closed the
+    /// connection (its FIN arrived behind it) is not processed: its ack could not reach
+    /// the broker, which sends it again on the next session, so processing it now would
+    /// only make a duplicate. (QoS 0 is processed: nothing sends it again.)
+    pub(crate) const ARRIVED_BEFORE_BROKER_CLOSED: Self = Self::Leave;
+
     /// A result that arrives after its connection closed cannot be acknowledged (an ack
     /// on a later connection could name another message with the same packet id): the
     /// broker redelivers the message on the next session.

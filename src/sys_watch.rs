@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::driver::{Failover, Settings};
 use crate::error::DownReason;
 use crate::event;
-use crate::transport::{down_reason, Io};
+use crate::transport::{down_reason, Stream};
 
 /// mosquitto's broker-wide count of messages it discarded.
 pub(crate) const DROPPED_TOPIC: &str = "$SYS/broker/publish/messages/dropped";
@@ -186,7 +186,7 @@ fn report(settings: &Settings, client_id: &str, counter: &mut Counter, publish: 
 
 /// The watch connection's socket and read buffer.
 struct Conn {
-    io: Box<dyn Io>,
+    io: Stream,
     rbuf: BytesMut,
     max_packet_size: usize,
 }

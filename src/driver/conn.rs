@@ -399,6 +399,13 @@ impl Conn {
         Ok(progress)
     }
 
+    /// Whether the broker has closed the connection while bytes it sent before are still
+    /// unread (plain TCP; see [`Buffered::peer_closed`](super::io::Buffered::peer_closed)).
+    #[inline]
+    pub(super) fn peer_closed(&mut self, cx: &mut Context<'_>) -> bool {
+        self.io.peer_closed(cx)
+    }
+
     /// Read more from the socket (`needed`: bytes still missing from the next packet).
     /// Returns whether bytes arrived.
     #[inline]

@@ -216,10 +216,22 @@ where
         progress: &mut bool,
     ) -> Result<Option<usize>, Broken> {
         let max_inflight = self.settings.max_inflight;
+        // The broker's FIN is already here: what it sent before is not worth processing.
+        let broker_closed = conn.peer_closed(cx);
         while conn.is_running() && self.held(conn) < max_inflight {
             if self.stash.is_none() {
                 match conn.decode()? {
                     Decoded::NeedMore(n) => return Ok(Some(n)),
+                    Decoded::Packet(Inbound::Publish(raw))
+                        if broker_closed && raw.qos != QoS::AtMostOnce =>
+                    {
+                        debug_assert_eq!(
+                            Disposition::ARRIVED_BEFORE_BROKER_CLOSED.ack_reason(raw.qos),
+                            None
+                        );
+                        *progress = true;
+                        continue;
+                    }
                     Decoded::Packet(Inbound::Publish(raw)) => self.stash = Some(raw),
                     Decoded::Packet(other) => {
                         *progress = true;

@@ -10,33 +10,47 @@ use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWrite;
 
 use crate::error::DownReason;
-use crate::transport::{down_reason, Io};
+use crate::transport::{down_reason, Stream};
 
 /// Bytes requested from the socket per read when the buffer runs low.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
 
 /// A connection's transport with its read and write buffers.
 pub(crate) struct Buffered {
-    io: Box<dyn Io>,
+    io: Stream,
     read_buf: BytesMut,
     write_buf: BytesMut,
     /// Bytes were written since the last completed flush.
     needs_flush: bool,
     /// Bytes read so far: the keepalive's evidence that the broker is alive.
     rx_total: u64,
+    /// The broker's close was seen (see [`Buffered::peer_closed`]).
+    peer_closed: bool,
 }
 
 impl Buffered {
     /// Wrap a connected transport; `read_buf` may already hold bytes read past the
     /// CONNACK.
-    pub(crate) fn new(io: Box<dyn Io>, read_buf: BytesMut) -> Self {
+    pub(crate) fn new(io: Stream, read_buf: BytesMut) -> Self {
         Self {
             io,
             read_buf,
             write_buf: BytesMut::with_capacity(4096),
             needs_flush: false,
             rx_total: 0,
+            peer_closed: false,
         }
+    }
+
+    /// Whether the broker has closed the connection although bytes it sent before are
+    /// still buffered or unread (plain TCP only; see [`Stream::poll_peer_closed`]).
+    /// Looked at only while the read buffer holds bytes: that is when it matters.
+    #[inline]
+    pub(crate) fn peer_closed(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.peer_closed && !self.read_buf.is_empty() {
+            self.peer_closed = self.io.poll_peer_closed(cx);
+        }
+        self.peer_closed
     }
 
     /// Received bytes not decoded yet.

@@ -11,9 +11,12 @@
 //! rustls configuration and handshake, `ws.rs` (cargo feature `websocket`) the upgrade
 //! and the byte-stream adapter over websocket messages.
 
+use std::future::Future;
 use std::io;
+use std::pin::{pin, Pin};
+use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::config::Config;
@@ -31,9 +34,80 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
 #[cfg(feature = "tls")]
 pub(crate) use tls::client_config;
 
+/// The transport as a connection holds it. Plain TCP stays a [`TcpStream`], so that
+/// the broker's close can be seen while bytes it sent before it are still unread
+/// ([`Stream::poll_peer_closed`]); TLS and websockets are layered over it.
+pub(crate) enum Stream {
+    /// Plain TCP.
+    Tcp(TcpStream),
+    /// TLS and/or websockets.
+    Layered(Box<dyn Io>),
+}
+
+impl Stream {
+    /// Whether the broker has closed its side (its FIN has arrived), whatever is still
+    /// unread before it. Plain TCP only (Linux reports it with the readiness, as
+    /// `EPOLLRDHUP`); `false` for layered transports and when it cannot be told yet.
+    pub(crate) fn poll_peer_closed(&self, cx: &mut Context<'_>) -> bool {
+        match self {
+            Self::Tcp(tcp) => {
+                let ready = pin!(tcp.ready(Interest::READABLE));
+                matches!(ready.poll(cx), Poll::Ready(Ok(r)) if r.is_read_closed())
+            }
+            Self::Layered(_) => false,
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    #[inline]
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(io) => Pin::new(io).poll_read(cx, buf),
+            Self::Layered(io) => Pin::new(io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    #[inline]
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Tcp(io) => Pin::new(io).poll_write(cx, buf),
+            Self::Layered(io) => Pin::new(io).poll_write(cx, buf),
+        }
+    }
+
+    #[inline]
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(io) => Pin::new(io).poll_flush(cx),
+            Self::Layered(io) => Pin::new(io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Tcp(io) => Pin::new(io).poll_shutdown(cx),
+            Self::Layered(io) => Pin::new(io).poll_shutdown(cx),
+        }
+    }
+}
+
 /// Open the transport described by `config`: TCP, then TLS, then the websocket upgrade.
-pub(crate) async fn connect(config: &Config) -> Result<Box<dyn Io>, DownReason> {
+pub(crate) async fn connect(config: &Config) -> Result<Stream, DownReason> {
     let tcp = tcp_connect(&config.host, config.port).await?;
+    if config.tls.is_none() && config.websocket_path.is_none() {
+        return Ok(Stream::Tcp(tcp));
+    }
     let io: Box<dyn Io> = Box::new(tcp);
     let io = match &config.tls {
         None => io,
@@ -49,7 +123,7 @@ pub(crate) async fn connect(config: &Config) -> Result<Box<dyn Io>, DownReason> 
         #[cfg(not(feature = "websocket"))]
         Some(_) => return Err(DownReason::WebSocket(NO_WEBSOCKET.why.into())),
     };
-    Ok(io)
+    Ok(Stream::Layered(io))
 }
 
 async fn tcp_connect(host: &str, port: u16) -> Result<TcpStream, DownReason> {

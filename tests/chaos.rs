@@ -587,6 +587,35 @@ fn per_kind_lines(
         }
         _ => String::new(),
     };
+    // Of each fault's duplicates, those whose ack the proxy forwarded on the connection
+    // the fault ended: lost after the consumer and the proxy (acks the broker had not
+    // read yet). The rest (`ack_not_forwarded`) are the consumer's window (processed or
+    // in progress, ack not written yet: at most max_inflight) plus acks written that
+    // were still in the kernel's socket buffers.
+    let acked_before: Vec<usize> = {
+        let all_lines: Vec<&str> = all.iter().map(String::as_str).collect();
+        injected
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let Some(c) = f.connection else { return 0 };
+                let acked: std::collections::HashSet<Vec<u8>> =
+                    support::proxy::acked_payloads(&recordings[c], true)
+                        .into_iter()
+                        .collect();
+                let end = injected.get(i + 1).map_or(all_lines.len(), |n| n.at_line);
+                let mut seen_before: std::collections::HashSet<&str> =
+                    all_lines[..f.at_line].iter().copied().collect();
+                all_lines[f.at_line..end]
+                    .iter()
+                    .filter(|id| {
+                        let again = !seen_before.insert(id);
+                        again && acked.contains(id.as_bytes())
+                    })
+                    .count()
+            })
+            .collect()
+    };
     let mut lines = Vec::new();
     for kind in KINDS {
         let faults: Vec<usize> = (0..injected.len())
@@ -596,8 +625,12 @@ fn per_kind_lines(
             continue;
         };
         let total: usize = faults.iter().map(|&i| per_fault[i]).sum();
+        let own: Vec<usize> = faults
+            .iter()
+            .map(|&i| per_fault[i].saturating_sub(acked_before[i]))
+            .collect();
         lines.push(format!(
-            "chaos-kind: qos={} kind={} faults={} duplicates={total} per_fault_mean={:.1} per_fault_max={} (broker had {} unacknowledged out{}; max_inflight={MAX_INFLIGHT}) consumer_side={} per_fault={:?}",
+            "chaos-kind: qos={} kind={} faults={} duplicates={total} per_fault_mean={:.1} per_fault_max={} (broker had {} unacknowledged out{}; max_inflight={MAX_INFLIGHT}) consumer_side={} per_fault={:?} ack_not_forwarded_max={} ack_not_forwarded={:?}",
             qos as u8,
             kind.name(),
             faults.len(),
@@ -607,6 +640,8 @@ fn per_kind_lines(
             broker_side(&injected[worst]),
             kind.consumer_side(),
             faults.iter().map(|&i| per_fault[i]).collect::<Vec<_>>(),
+            own.iter().max().copied().unwrap_or(0),
+            own,
         ));
     }
     lines.push(format!(

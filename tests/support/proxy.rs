@@ -265,6 +265,39 @@ pub(crate) fn ack_reasons(rec: &Recording) -> Vec<(u16, u8)> {
         .collect()
 }
 
+/// The payloads of the QoS 1/2 PUBLISHes the broker sent on this connection whose ack
+/// (PUBACK, PUBREC) the client sent back on it: each ack is matched with the earliest
+/// unacknowledged PUBLISH of its packet id, as acks leave in arrival order.
+pub(crate) fn acked_payloads(rec: &Recording, mqtt5: bool) -> Vec<Vec<u8>> {
+    use rumqttc::mqttbytes::v4;
+    use rumqttc::v5::mqttbytes::v5;
+    let mut down = bytes::BytesMut::from(&rec.downstream.lock().unwrap()[..]);
+    let mut open: std::collections::HashMap<u16, std::collections::VecDeque<Vec<u8>>> =
+        std::collections::HashMap::new();
+    loop {
+        let publish = if mqtt5 {
+            match v5::Packet::read(&mut down, None) {
+                Ok(v5::Packet::Publish(p)) => Some((p.pkid, p.payload.to_vec())),
+                Ok(_) => None,
+                Err(_) => break,
+            }
+        } else {
+            match v4::Packet::read(&mut down, usize::MAX) {
+                Ok(v4::Packet::Publish(p)) => Some((p.pkid, p.payload.to_vec())),
+                Ok(_) => None,
+                Err(_) => break,
+            }
+        };
+        if let Some((pkid, payload)) = publish.filter(|(pkid, _)| *pkid != 0) {
+            open.entry(pkid).or_default().push_back(payload);
+        }
+    }
+    let (_, acks) = publish_and_ack_order(rec, mqtt5);
+    acks.into_iter()
+        .filter_map(|pkid| open.get_mut(&pkid).and_then(|q| q.pop_front()))
+        .collect()
+}
+
 /// `(packet id, DUP)` of every QoS 1/2 PUBLISH the client sent, in wire order.
 pub(crate) fn publishes_sent(rec: &Recording) -> Vec<(u16, bool)> {
     let up = rec.upstream.lock().unwrap().clone();

@@ -26,6 +26,8 @@ pub(crate) struct Buffered {
     rx_total: u64,
     /// The broker's close was seen (see [`Buffered::peer_closed`]).
     peer_closed: bool,
+    /// Bytes were written since [`Buffered::peer_closed`] last looked.
+    wrote: bool,
 }
 
 impl Buffered {
@@ -39,6 +41,7 @@ impl Buffered {
             needs_flush: false,
             rx_total: 0,
             peer_closed: false,
+            wrote: false,
         }
     }
 
@@ -48,7 +51,8 @@ impl Buffered {
     #[inline]
     pub(crate) fn peer_closed(&mut self, cx: &mut Context<'_>) -> bool {
         if !self.peer_closed && !self.read_buf.is_empty() {
-            self.peer_closed = self.io.poll_peer_closed(cx);
+            self.peer_closed = self.io.poll_peer_closed(cx, self.wrote);
+            self.wrote = false;
         }
         self.peer_closed
     }
@@ -90,6 +94,7 @@ impl Buffered {
                 Poll::Ready(Ok(n)) => {
                     self.write_buf.advance(n);
                     self.needs_flush = true;
+                    self.wrote = true;
                     progress = true;
                 }
                 Poll::Ready(Err(e)) => return Err(down_reason(e)),

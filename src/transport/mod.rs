@@ -45,14 +45,20 @@ pub(crate) enum Stream {
 }
 
 impl Stream {
-    /// Whether the broker has closed its side (its FIN has arrived), whatever is still
-    /// unread before it. Plain TCP only (Linux reports it with the readiness, as
-    /// `EPOLLRDHUP`); `false` for layered transports and when it cannot be told yet.
-    pub(crate) fn poll_peer_closed(&self, cx: &mut Context<'_>) -> bool {
+    /// Whether the broker has closed its side (its FIN has arrived) or the connection
+    /// has failed, whatever is still unread before that. Plain TCP only: Linux reports
+    /// the FIN with the readiness (`EPOLLRDHUP`), once tokio's reactor has run since it
+    /// arrived; a busy connection may not have let it run, so the socket's pending
+    /// error is asked too when `wrote` (`SO_ERROR`: the RST a closed peer answers our
+    /// writes with). `false` for layered transports and when it cannot be told yet.
+    pub(crate) fn poll_peer_closed(&self, cx: &mut Context<'_>, wrote: bool) -> bool {
         match self {
             Self::Tcp(tcp) => {
                 let ready = pin!(tcp.ready(Interest::READABLE));
-                matches!(ready.poll(cx), Poll::Ready(Ok(r)) if r.is_read_closed())
+                if matches!(ready.poll(cx), Poll::Ready(Ok(r)) if r.is_read_closed()) {
+                    return true;
+                }
+                wrote && !matches!(tcp.take_error(), Ok(None))
             }
             Self::Layered(_) => false,
         }

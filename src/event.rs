@@ -215,6 +215,22 @@ pub(crate) struct Emitter {
 }
 
 impl Emitter {
+    /// Whether the per-message events ([`Event::MessageStart`], [`Event::MessageAck`])
+    /// can reach anyone: the user's hook (fixed when the consumer is built), or their
+    /// `tracing` events, which are at DEBUG level: the global maximum level the
+    /// subscribers asked for (one atomic load, the check the `tracing` macros make
+    /// first) says whether they can be enabled at all. When this is `false` those events
+    /// cost this check, and the driver does not read the clock for `MessageAck`'s
+    /// duration. Should the maximum level rise while a call runs, its DEBUG event goes
+    /// out without `duration_us`.
+    #[inline]
+    pub(crate) fn wants_message_events(&self) -> bool {
+        use tracing::level_filters::{LevelFilter, STATIC_MAX_LEVEL};
+        self.hook.is_some()
+            || (STATIC_MAX_LEVEL >= LevelFilter::DEBUG
+                && LevelFilter::current() >= LevelFilter::DEBUG)
+    }
+
     fn hook(&self, event: &Event<'_>) {
         if let Some(hook) = &self.hook {
             hook(event);
@@ -294,7 +310,17 @@ impl Emitter {
         });
     }
 
+    /// [`Event::MessageStart`]; inlined down to [`Self::wants_message_events`] when it
+    /// goes nowhere.
+    #[inline]
     pub(crate) fn message_start(&self, topic: &str, qos: QoS, pkid: u16, dup: bool) {
+        if self.wants_message_events() {
+            self.emit_message_start(topic, qos, pkid, dup);
+        }
+    }
+
+    #[inline(never)]
+    fn emit_message_start(&self, topic: &str, qos: QoS, pkid: u16, dup: bool) {
         let (producer_index, client_id) = (self.producer_index, &*self.client_id);
         tracing::debug!(target: "tower_mqtt::receive_message", event = "receive_message.start",
             producer_index, client_id, topic, qos = qos as u8, pkid, dup, "message received");
@@ -308,7 +334,9 @@ impl Emitter {
         });
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// [`Event::MessageAck`]; inlined down to [`Self::wants_message_events`] when it
+    /// goes nowhere. `duration` is `None` when nobody wanted it as the call started.
+    #[inline]
     pub(crate) fn message_ack(
         &self,
         topic: &str,
@@ -316,13 +344,31 @@ impl Emitter {
         pkid: u16,
         status: Status,
         disposition: Disposition,
-        duration: Duration,
+        duration: Option<Duration>,
+    ) {
+        if self.wants_message_events() {
+            self.emit_message_ack(topic, qos, pkid, status, disposition, duration);
+        }
+    }
+
+    #[inline(never)]
+    fn emit_message_ack(
+        &self,
+        topic: &str,
+        qos: QoS,
+        pkid: u16,
+        status: Status,
+        disposition: Disposition,
+        duration: Option<Duration>,
     ) {
         let (producer_index, client_id) = (self.producer_index, &*self.client_id);
         tracing::debug!(target: "tower_mqtt::receive_message", event = "receive_message.ack",
             producer_index, client_id, topic, qos = qos as u8, pkid, status = status.as_str(),
-            disposition = disposition.as_str(), duration_us = duration.as_micros() as u64,
-            "message decided");
+            disposition = disposition.as_str(),
+            duration_us = duration.map(|d| d.as_micros() as u64), "message decided");
+        // With a hook, `wants_message_events` held when the call started: `duration` is set.
+        debug_assert!(self.hook.is_none() || duration.is_some());
+        let duration = duration.unwrap_or_default();
         self.hook(&Event::MessageAck {
             producer_index,
             client_id,
@@ -347,5 +393,91 @@ impl Emitter {
             pkid,
             status,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use super::{Emitter, Event, Status};
+    use crate::config::QoS;
+    use crate::disposition::Disposition;
+
+    fn emitter(hook: Option<super::Hook>) -> Emitter {
+        Emitter {
+            producer_index: 0,
+            client_id: "c_0".into(),
+            hook,
+        }
+    }
+
+    #[test]
+    fn a_hook_gets_every_message_event_with_its_duration() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let hook: super::Hook = {
+            let seen = seen.clone();
+            Arc::new(move |e: &Event<'_>| {
+                let entry = match e {
+                    Event::MessageStart { pkid, .. } => (*pkid, None),
+                    Event::MessageAck { pkid, duration, .. } => (*pkid, Some(*duration)),
+                    _ => return,
+                };
+                seen.lock().unwrap().push(entry);
+            })
+        };
+        let events = emitter(Some(hook));
+        assert!(events.wants_message_events());
+        events.message_start("t", QoS::AtLeastOnce, 7, false);
+        let d = Duration::from_micros(1500);
+        events.message_ack(
+            "t",
+            QoS::AtLeastOnce,
+            7,
+            Status::Success,
+            Disposition::Ack,
+            Some(d),
+        );
+        assert_eq!(*seen.lock().unwrap(), [(7, None), (7, Some(d))]);
+    }
+
+    #[test]
+    fn message_events_are_wanted_by_a_debug_subscriber_and_not_by_nobody() {
+        // A DEBUG subscriber for this thread only: the events must be wanted then.
+        let calls = Arc::new(AtomicU32::new(0));
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_writer({
+                let calls = calls.clone();
+                move || {
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    std::io::sink()
+                }
+            })
+            .finish();
+        let events = emitter(None);
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(events.wants_message_events());
+            events.message_ack(
+                "t",
+                QoS::AtMostOnce,
+                0,
+                Status::Success,
+                Disposition::Ack,
+                None,
+            );
+        });
+        assert_eq!(
+            calls.load(Ordering::Relaxed),
+            1,
+            "the DEBUG event was written"
+        );
+        // Without one, it depends on the process's other subscribers (other tests):
+        // wanted exactly when some subscriber may enable DEBUG.
+        let debug = tracing::level_filters::LevelFilter::current()
+            >= tracing::level_filters::LevelFilter::DEBUG;
+        assert_eq!(events.wants_message_events(), debug);
     }
 }

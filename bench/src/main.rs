@@ -37,7 +37,8 @@
 //! `--max-inflight 20,1000` `--proto 4,5` `--n N` `--runs R` `--rate R`
 //! `--variants baseline,identity,full,ruststream,mosquitto_sub` (the default; `failure`,
 //! the full stack plus `tower-mqtt-layers`' catch-panic, retry and JSON decode, on JSON
-//! payloads of the same size, only when named) `--quick`.
+//! payloads of the same size, and `batch`, `failure` plus the batch layer (batches of
+//! up to 50, 20 ms, 2 in flight), only when named) `--quick`.
 //!
 //! Before each child the bench waits up to 20 s for the machine to be quiet
 //! (`TOWER_MQTT_BENCH_QUIET_WAIT=<seconds>` changes that; the busy share it saw is
@@ -787,6 +788,7 @@ fn child_main(args: &[String]) {
                     Variant::Identity => variants::tower_identity(job, rec).await,
                     Variant::Full => variants::tower_full(job, rec).await,
                     Variant::Failure => variants::tower_failure(job, rec).await,
+                    Variant::Batch => variants::tower_batch(job, rec).await,
                     Variant::Ruststream => variants::ruststream(job, rec).await,
                     Variant::MosquittoSub => unreachable!(),
                 }

@@ -50,7 +50,11 @@ struct Ticket {
     qos: QoS,
     pkid: u16,
     topic: bytestring::ByteString,
-    started: Instant,
+    /// When the call started, for [`Event::MessageAck`](crate::Event::MessageAck)'s
+    /// duration; `None` when nobody wanted it as the call started
+    /// ([`Emitter::wants_message_events`]): reading the clock twice per message is a
+    /// noticeable share of the cheapest path.
+    started: Option<Instant>,
     /// [`Message::delivery_count`].
     delivery_count: u32,
     /// How the message is known to the slot's [`Deliveries`].
@@ -76,22 +80,30 @@ impl<F> Call<F> {
         })
     }
 
+    /// Put a new call's future in the (empty) slot; its ticket follows with
+    /// [`Self::wait`] if it does not finish on its first poll.
     #[inline]
-    fn start(self: Pin<&mut Self>, fut: F, ticket: Ticket) {
-        let mut this = self.project();
-        this.fut.set(Some(fut));
-        *this.ticket = Some(ticket);
+    fn start(self: Pin<&mut Self>, fut: F) {
+        self.project().fut.set(Some(fut));
+    }
+
+    /// The call did not finish on its first poll: it goes into the set of calls that
+    /// wait, with its ticket.
+    #[inline]
+    fn wait(self: Pin<&mut Self>, ticket: Ticket) {
+        *self.project().ticket = Some(ticket);
     }
 }
 
-impl<F, T, E> Future for Call<F>
+impl<F, T, E> Call<F>
 where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
 {
-    type Output = (Ticket, Result<(), BoxError>);
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+    /// Poll the call's future; once it is done, drop it in place (the slot is then
+    /// empty and reusable).
+    #[inline]
+    fn poll_call(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         let mut this = self.project();
         let fut = this
             .fut
@@ -106,7 +118,24 @@ where
             Err(payload) => Err(ServicePanicked::from_payload(&*payload).into()),
         };
         this.fut.set(None);
-        let ticket = this.ticket.take().expect("a running call has its ticket");
+        Poll::Ready(result)
+    }
+}
+
+impl<F, T, E> Future for Call<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = (Ticket, Result<(), BoxError>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let result = std::task::ready!(self.as_mut().poll_call(cx));
+        let ticket = self
+            .project()
+            .ticket
+            .take()
+            .expect("a waiting call has its ticket");
         Poll::Ready((ticket, result))
     }
 }
@@ -282,7 +311,7 @@ where
             qos: raw.qos,
             pkid: raw.pkid,
             topic: raw.topic.clone(),
-            started: Instant::now(),
+            started: events.wants_message_events().then(Instant::now),
             delivery_count,
             identity,
         };
@@ -309,15 +338,19 @@ where
             }
         };
         let mut call = self.spare.take().unwrap_or_else(Call::empty);
-        call.as_mut().start(fut, ticket);
+        call.as_mut().start(fut);
         // Many calls finish at once (fast handlers, a hand-off to a channel): finish
-        // those here; only calls that wait go into the set that is polled by wake-up.
-        match call.as_mut().poll(cx) {
-            Poll::Ready((ticket, result)) => {
+        // those here, the ticket never leaving this frame; only calls that wait go,
+        // with their ticket, into the set that is polled by wake-up.
+        match call.as_mut().poll_call(cx) {
+            Poll::Ready(result) => {
                 self.spare = Some(call);
                 self.finish(conn, events, &ticket, &result);
             }
-            Poll::Pending => self.calls.push(call),
+            Poll::Pending => {
+                call.as_mut().wait(ticket);
+                self.calls.push(call);
+            }
         }
     }
 
@@ -393,7 +426,7 @@ where
             ticket.pkid,
             status(result),
             disposition,
-            ticket.started.elapsed(),
+            ticket.started.map(|started| started.elapsed()),
         );
         conn.settle(ticket.seq, disposition);
     }

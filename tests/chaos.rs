@@ -587,11 +587,20 @@ fn per_kind_lines(
         }
         _ => String::new(),
     };
-    // Of each fault's duplicates, those whose ack the proxy forwarded on the connection
-    // the fault ended: lost after the consumer and the proxy (acks the broker had not
-    // read yet). The rest (`ack_not_forwarded`) are the consumer's window (processed or
-    // in progress, ack not written yet: at most max_inflight) plus acks written that
-    // were still in the kernel's socket buffers.
+    // Of each fault's duplicates, those whose ack the proxy had forwarded (on the
+    // connection the fault ended or an earlier one): lost after the consumer and the
+    // proxy, by the broker (acks it had not read yet, or state it restored from an older
+    // save). The rest (`ack_not_forwarded`) are the consumer's window (processed or in
+    // progress, ack not written yet: at most max_inflight) plus acks written that were
+    // still in the kernel's socket buffers.
+    let acked_per_connection: Vec<std::collections::HashSet<Vec<u8>>> = recordings
+        .iter()
+        .map(|rec| {
+            support::proxy::acked_payloads(rec, true)
+                .into_iter()
+                .collect()
+        })
+        .collect();
     let acked_before: Vec<usize> = {
         let all_lines: Vec<&str> = all.iter().map(String::as_str).collect();
         injected
@@ -599,10 +608,11 @@ fn per_kind_lines(
             .enumerate()
             .map(|(i, f)| {
                 let Some(c) = f.connection else { return 0 };
-                let acked: std::collections::HashSet<Vec<u8>> =
-                    support::proxy::acked_payloads(&recordings[c], true)
-                        .into_iter()
-                        .collect();
+                let acked: std::collections::HashSet<&[u8]> = acked_per_connection[..=c]
+                    .iter()
+                    .flatten()
+                    .map(Vec::as_slice)
+                    .collect();
                 let end = injected.get(i + 1).map_or(all_lines.len(), |n| n.at_line);
                 let mut seen_before: std::collections::HashSet<&str> =
                     all_lines[..f.at_line].iter().copied().collect();

@@ -4,8 +4,10 @@
 //! messages it had already written. Those still sit in the consumer's socket when the
 //! FIN arrives; processing them would only make duplicates, since their acks cannot
 //! reach the broker and it sends them again on the next session. On plain TCP the
-//! consumer sees the FIN before reading what precedes it (`EPOLLRDHUP`) and processes
-//! none of it, so a cut brings back at most the `max_inflight` calls already running.
+//! consumer sees the FIN before reading what precedes it (`EPOLLRDHUP`), and under TLS
+//! the error its first ack into the closed connection draws (`SO_ERROR`), and it
+//! processes none of the rest, so a cut brings back at most the `max_inflight` calls
+//! already running.
 //! The measured figures per fault kind are in `docs/duplicates.md`.
 
 mod support;
@@ -15,27 +17,55 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use support::consumer::*;
-use support::proxy::{publish_and_ack_order, Proxy};
+use support::proxy::Proxy;
 use support::*;
 use tokio::sync::watch;
-use tower_mqtt::{BoxError, Message, QoS as Q};
+use tower_mqtt::{BoxError, Config, Message, QoS as Q, TlsOptions};
 
 const MAX_INFLIGHT: usize = 10;
 const BACKLOG: usize = 400;
 
 #[tokio::test]
 async fn a_cut_connection_brings_back_at_most_max_inflight_processed_messages() {
-    with_timeout(Duration::from_secs(90), async {
+    with_timeout(Duration::from_secs(90), cut_brings_back_one_window(false)).await;
+}
+
+#[tokio::test]
+async fn a_cut_tls_connection_brings_back_at_most_max_inflight_processed_messages() {
+    with_timeout(Duration::from_secs(90), cut_brings_back_one_window(true)).await;
+}
+
+async fn cut_brings_back_one_window(tls: bool) {
+    {
         // An unlimited broker window: mosquitto writes the whole backlog at once, so it
-        // is all buffered on the consumer's side when the connection is cut.
+        // is all buffered on the consumer's side when the connection is cut. The debug
+        // log says when it has.
         let broker = Broker::start(BrokerOptions {
             max_inflight_messages: Some(0),
+            tls,
+            extra_config: "log_type debug\n".into(),
             ..BrokerOptions::default()
         });
-        let proxy = Proxy::start(broker.port()).await;
+        let proxy = Proxy::start(if tls {
+            broker.tls_port()
+        } else {
+            broker.port()
+        })
+        .await;
         let (id, topic) = (unique("dupcut"), unique("dupcut-t"));
         // MQTT 3.1.1: no Receive Maximum to hold the broker back.
-        let config = || config(&broker, &id).port(proxy.port());
+        let config = || -> Config {
+            let c = config(&broker, &id).port(proxy.port());
+            if tls {
+                c.tls(
+                    TlsOptions::new()
+                        .ca_file(&broker.pki().ca)
+                        .server_name(Pki::SERVER_NAME),
+                )
+            } else {
+                c
+            }
+        };
 
         // The session exists, then the backlog is queued in it.
         let first = spawn(
@@ -67,23 +97,28 @@ async fn a_cut_connection_brings_back_at_most_max_inflight_processed_messages() 
             builder(config(), &topic, Q::AtLeastOnce).max_inflight(MAX_INFLIGHT),
             service,
         );
-        // The whole backlog has crossed the proxy towards the consumer, and every slot
-        // holds a running call.
+        // The broker has sent the whole backlog, the proxy has passed it on (its byte
+        // count stopped growing), and every slot holds a running call.
+        let sent = format!("Sending PUBLISH to {id}_0 ");
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        let mut last = (0, 0);
         loop {
             let forwarded = proxy
                 .recordings()
                 .last()
-                .map_or(0, |rec| publish_and_ack_order(rec, false).0.len());
-            if forwarded >= BACKLOG && started.load(Ordering::SeqCst) >= MAX_INFLIGHT {
+                .map_or(0, |rec| rec.downstream.lock().unwrap().len());
+            let now = (broker.count_in_log(&sent), forwarded);
+            if now.0 >= BACKLOG && now == last && started.load(Ordering::SeqCst) >= MAX_INFLIGHT {
                 break;
             }
+            last = now;
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "forwarded {forwarded} of {BACKLOG}, {} calls started",
+                "sent {} of {BACKLOG}, {} calls started",
+                now.0,
                 started.load(Ordering::SeqCst)
             );
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(started.load(Ordering::SeqCst), MAX_INFLIGHT);
 
@@ -111,6 +146,5 @@ async fn a_cut_connection_brings_back_at_most_max_inflight_processed_messages() 
             duplicates.len()
         );
         running.stop().await.unwrap();
-    })
-    .await;
+    }
 }

@@ -40,8 +40,9 @@ pub(crate) use tls::client_config;
 pub(crate) enum Stream {
     /// Plain TCP.
     Tcp(TcpStream),
-    /// TLS and/or websockets.
-    Layered(Box<dyn Io>),
+    /// TLS and/or websockets, with a second handle on the TCP socket under them (the
+    /// same socket, its descriptor duplicated; unix only) to ask for a pending error.
+    Layered(Box<dyn Io>, Option<std::net::TcpStream>),
 }
 
 impl Stream {
@@ -50,7 +51,9 @@ impl Stream {
     /// the FIN with the readiness (`EPOLLRDHUP`), once tokio's reactor has run since it
     /// arrived; a busy connection may not have let it run, so the socket's pending
     /// error is asked too when `wrote` (`SO_ERROR`: the RST a closed peer answers our
-    /// writes with). `false` for layered transports and when it cannot be told yet.
+    /// writes with). Under TLS and websockets only that error can be asked (their
+    /// stream does not report the FIN before the bytes ahead of it); `false` when it
+    /// cannot be told yet.
     pub(crate) fn poll_peer_closed(&self, cx: &mut Context<'_>, wrote: bool) -> bool {
         match self {
             Self::Tcp(tcp) => {
@@ -60,7 +63,8 @@ impl Stream {
                 }
                 wrote && !matches!(tcp.take_error(), Ok(None))
             }
-            Self::Layered(_) => false,
+            Self::Layered(_, Some(tcp)) => wrote && !matches!(tcp.take_error(), Ok(None)),
+            Self::Layered(_, None) => false,
         }
     }
 }
@@ -74,7 +78,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tcp(io) => Pin::new(io).poll_read(cx, buf),
-            Self::Layered(io) => Pin::new(io).poll_read(cx, buf),
+            Self::Layered(io, _) => Pin::new(io).poll_read(cx, buf),
         }
     }
 }
@@ -88,7 +92,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Self::Tcp(io) => Pin::new(io).poll_write(cx, buf),
-            Self::Layered(io) => Pin::new(io).poll_write(cx, buf),
+            Self::Layered(io, _) => Pin::new(io).poll_write(cx, buf),
         }
     }
 
@@ -96,14 +100,14 @@ impl AsyncWrite for Stream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tcp(io) => Pin::new(io).poll_flush(cx),
-            Self::Layered(io) => Pin::new(io).poll_flush(cx),
+            Self::Layered(io, _) => Pin::new(io).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Self::Tcp(io) => Pin::new(io).poll_shutdown(cx),
-            Self::Layered(io) => Pin::new(io).poll_shutdown(cx),
+            Self::Layered(io, _) => Pin::new(io).poll_shutdown(cx),
         }
     }
 }
@@ -114,6 +118,7 @@ pub(crate) async fn connect(config: &Config) -> Result<Stream, DownReason> {
     if config.tls.is_none() && config.websocket_path.is_none() {
         return Ok(Stream::Tcp(tcp));
     }
+    let raw = duplicate(&tcp);
     let io: Box<dyn Io> = Box::new(tcp);
     let io = match &config.tls {
         None => io,
@@ -129,7 +134,25 @@ pub(crate) async fn connect(config: &Config) -> Result<Stream, DownReason> {
         #[cfg(not(feature = "websocket"))]
         Some(_) => return Err(DownReason::WebSocket(NO_WEBSOCKET.why.into())),
     };
-    Ok(Stream::Layered(io))
+    Ok(Stream::Layered(io, raw))
+}
+
+/// A second handle on `tcp`'s socket, for [`Stream::poll_peer_closed`] under TLS and
+/// websockets (`None` if the descriptor cannot be duplicated, or off unix).
+fn duplicate(tcp: &TcpStream) -> Option<std::net::TcpStream> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        tcp.as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .map(std::net::TcpStream::from)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tcp;
+        None
+    }
 }
 
 async fn tcp_connect(host: &str, port: u16) -> Result<TcpStream, DownReason> {

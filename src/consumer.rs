@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tower::retry::backoff::ExponentialBackoffMaker;
 use tower_service::Service;
 
-use crate::config::{self, Config, QoS};
+use crate::config::{self, Config, QoS, ReadPacing};
 use crate::disposition::{AckPolicy, Classify, Decider, OnFailure, OnSuccess};
 use crate::driver::{Driver, ReconnectBackoff, Settings};
 use crate::error::{BoxError, ConfigError, RunError};
@@ -41,6 +41,7 @@ pub struct ConsumerBuilder {
     retired_sessions: Vec<String>,
     hook: Option<Hook>,
     watch_drops: bool,
+    read_pacing: ReadPacing,
 }
 
 impl std::fmt::Debug for ConsumerBuilder {
@@ -55,6 +56,7 @@ impl std::fmt::Debug for ConsumerBuilder {
             .field("classify", &self.classifier.is_some())
             .field("on_event", &self.hook.is_some())
             .field("watch_broker_drops", &self.watch_drops)
+            .field("read_pacing", &self.read_pacing)
             .finish_non_exhaustive()
     }
 }
@@ -166,6 +168,18 @@ impl ConsumerBuilder {
     /// happens as soon as failures would fill `max_inflight`.
     pub fn redeliver_after(mut self, delay: Duration) -> Self {
         self.redeliver_after = delay;
+        self
+    }
+
+    /// Whether a connection may hold its reads back while its broker sends fast, when
+    /// that raises the message rate (a broker draining a backlog sends much faster to a
+    /// consumer that reads late). Default [`ReadPacing::Above`]`(20_000)` messages per
+    /// second per connection; [`ReadPacing::Off`] reads every byte as soon as it
+    /// arrives. While a connection holds, a message may wait up to 5 ms longer before
+    /// its call starts; acknowledgements are never delayed. See [`ReadPacing`] for how
+    /// it decides, and [`Event::ReadPacing`] for its reports.
+    pub fn read_pacing(mut self, pacing: ReadPacing) -> Self {
+        self.read_pacing = pacing;
         self
     }
 
@@ -309,6 +323,7 @@ impl ConsumerBuilder {
         self = set(self, options.max_reconnect_attempts, |b, n| {
             b.max_reconnect_attempts(Some(n))
         });
+        self = set(self, options.read_pacing, Self::read_pacing);
         self
     }
 
@@ -345,6 +360,12 @@ impl ConsumerBuilder {
         }
         if self.max_inflight == 0 || self.max_inflight > 65_535 {
             return Err(ConfigError::InvalidMaxInflight(self.max_inflight));
+        }
+        if self.read_pacing == ReadPacing::Above(0) {
+            return Err(ConfigError::InvalidOptionValue {
+                option: "read_pacing".into(),
+                expected: "ReadPacing::Above(n) with n of at least 1 message per second, or ReadPacing::Off to never hold reads",
+            });
         }
         if self.classifier.is_some() && self.policy_set {
             return Err(ConfigError::ConflictingOption {
@@ -452,6 +473,7 @@ impl ConsumerBuilder {
                 hook: self.hook,
                 unsubscribe: Vec::new(),
                 retired_up_to: self.retired_up_to,
+                read_pacing: self.read_pacing,
                 config: self.config,
             }),
         })
@@ -509,6 +531,7 @@ impl Consumer {
             retired_sessions: Vec::new(),
             hook: None,
             watch_drops: false,
+            read_pacing: ReadPacing::default(),
         }
     }
 

@@ -152,6 +152,23 @@ pub enum Event<'a> {
         /// Service outcome.
         status: Status,
     },
+    /// Read pacing ([`ReadPacing`](crate::ReadPacing)) compared the message rate of a
+    /// connection with and without holding its reads, or stopped holding because the
+    /// rate fell below its threshold. At most one per 20 ms measurement; usually one per
+    /// second or less.
+    ReadPacing {
+        /// Connection index.
+        producer_index: usize,
+        /// Client id.
+        client_id: &'a str,
+        /// Whether the connection holds its reads from now on.
+        holding: bool,
+        /// Messages per second measured while holding.
+        held_rate: u64,
+        /// Messages per second measured reading at once, just before or after; `None`
+        /// when holding stopped because `held_rate` fell below the threshold.
+        direct_rate: Option<u64>,
+    },
     /// The broker's count of messages it threw away grew (mosquitto's
     /// `$SYS/broker/publish/messages/dropped`, read by
     /// [`ConsumerBuilder::watch_broker_drops`](crate::ConsumerBuilder::watch_broker_drops)).
@@ -185,6 +202,7 @@ impl Event<'_> {
             Event::MessageStart { .. } => "receive_message.start",
             Event::MessageAck { .. } => "receive_message.ack",
             Event::MessageStale { .. } => "receive_message.stale",
+            Event::ReadPacing { .. } => "connection.read_pacing",
             Event::BrokerDropped { .. } => "broker.dropped",
         }
     }
@@ -267,6 +285,20 @@ impl Emitter {
             client_id,
             session_present,
             endpoint,
+        });
+    }
+
+    pub(crate) fn read_pacing(&self, holding: bool, held_rate: u64, direct_rate: Option<u64>) {
+        let (producer_index, client_id) = (self.producer_index, &*self.client_id);
+        tracing::debug!(target: "tower_mqtt::connection", event = "connection.read_pacing",
+            producer_index, client_id, holding, held_rate, direct_rate,
+            "read pacing: {}", if holding { "holding reads" } else { "reading at once" });
+        self.hook(&Event::ReadPacing {
+            producer_index,
+            client_id,
+            holding,
+            held_rate,
+            direct_rate,
         });
     }
 

@@ -76,7 +76,7 @@ pub mod testing;
 mod topic;
 mod transport;
 
-pub use config::{Config, Endpoint, OptionValue, ProtoVer, QoS, TlsOptions, Will};
+pub use config::{Config, Endpoint, OptionValue, ProtoVer, QoS, ReadPacing, TlsOptions, Will};
 pub use consumer::{Consumer, ConsumerBuilder};
 pub use disposition::{
     AckPolicy, Classify, Disposition, OnFailure, OnSuccess, Permanent, Redeliver, Reject,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 
-use crate::config::{duration, optional_duration, QoS};
+use crate::config::{duration, optional_duration, QoS, ReadPacing};
 use crate::disposition::{OnFailure, OnSuccess};
 
 /// The options of a [`ConsumerBuilder`](crate::ConsumerBuilder) that are plain data,
@@ -82,6 +82,10 @@ pub struct ConsumerOptions {
     /// [`max_reconnect_attempts`](crate::ConsumerBuilder::max_reconnect_attempts): a
     /// limit; leave it out to retry forever (the builder's default).
     pub max_reconnect_attempts: Option<u32>,
+    /// [`read_pacing`](crate::ConsumerBuilder::read_pacing): `"off"`, or the rate in
+    /// messages per second from which holding reads is tried (`20000`).
+    #[serde(default, deserialize_with = "read_pacing")]
+    pub read_pacing: Option<ReadPacing>,
 }
 
 /// One subscription of [`ConsumerOptions::topics`]: `{ filter = "a/+", qos = 1 }`.
@@ -154,4 +158,22 @@ fn on_failure<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<OnFai
             OnFailure::Reject,
         ],
     )
+}
+
+/// `"off"` or a number of messages per second.
+fn read_pacing<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<ReadPacing>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Rate(u32),
+        Word(String),
+    }
+    match Raw::deserialize(deserializer)? {
+        Raw::Rate(n) => Ok(Some(ReadPacing::Above(n))),
+        Raw::Word(w) if w == "off" => Ok(Some(ReadPacing::Off)),
+        Raw::Word(w) => Err(de::Error::invalid_value(
+            de::Unexpected::Str(&w),
+            &"\"off\" or a rate in messages per second, e.g. 20000",
+        )),
+    }
 }

@@ -195,7 +195,7 @@ impl Conn {
     /// Transport, CONNECT (MQTT 3.1.1, clean session) and a successful CONNACK.
     async fn open(config: &Config, client_id: &str) -> Result<Self, DownReason> {
         let mut conn = Self {
-            io: crate::transport::connect(config).await?,
+            io: crate::transport::connect(config).await?.0,
             rbuf: BytesMut::with_capacity(256),
             max_packet_size: config.max_packet_size,
         };

@@ -40,6 +40,10 @@
 //! payloads of the same size, and `batch`, `failure` plus the batch layer (batches of
 //! up to 50, 20 ms, 2 in flight), only when named) `--quick`.
 //!
+//! `TOWER_MQTT_BENCH_READ_PACING=off` (or `=<messages per second>`) sets the tower-mqtt
+//! consumers' `read_pacing`; each comparison read pacing makes is printed (QoS 1 and 2,
+//! and live runs: those install an event hook anyway).
+//!
 //! Before each child the bench waits up to 20 s for the machine to be quiet
 //! (`TOWER_MQTT_BENCH_QUIET_WAIT=<seconds>` changes that; the busy share it saw is
 //! printed either way).

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 use tower::{service_fn, Layer, Service, ServiceBuilder};
-use tower_mqtt::{BoxError, Config, Consumer, Event, Message, ProtoVer, QoS};
+use tower_mqtt::{BoxError, Config, Consumer, Event, Message, ProtoVer, QoS, ReadPacing};
 use tracing::instrument::{Instrument, Instrumented};
 
 use crate::measure::{sent_ns, Recorder};
@@ -277,11 +277,27 @@ fn consumer(job: &Job, rec: Arc<Recorder>, clock: Arc<AckClock>) -> Result<Consu
         .topic(job.topic.clone(), qos)
         .concurrency(job.concurrency)
         .max_inflight(usize::from(job.max_inflight));
+    // `TOWER_MQTT_BENCH_READ_PACING=off` or `=<messages per second>`: the consumers'
+    // read pacing (default: the library's), to compare with and without it.
+    match std::env::var("TOWER_MQTT_BENCH_READ_PACING")
+        .ok()
+        .as_deref()
+    {
+        None | Some("") => {}
+        Some("off") => b = b.read_pacing(ReadPacing::Off),
+        Some(rate) => {
+            let rate = rate.parse().map_err(|_| {
+                format!("TOWER_MQTT_BENCH_READ_PACING={rate:?}: expected off or a rate")
+            })?;
+            b = b.read_pacing(ReadPacing::Above(rate));
+        }
+    }
     // The hook is the bench's bookkeeping, not part of the consumer under test: it
     // counts QoS 1/2 messages (and takes their latency) when their ack is decided, and
     // tells a live run's parent when to publish. A QoS 0 drain or synthetic run needs
     // neither (the handler counts QoS 0), so it runs without a hook, as a consumer
-    // without one does: nothing then reads the clock for `MessageAck` durations.
+    // without one does: nothing then reads the clock for `MessageAck` durations. (So a
+    // QoS 0 drain does not print read pacing's comparisons either.)
     if job.live || job.qos > 0 {
         b = b.on_event(move |e| match e {
             Event::MessageAck {
@@ -304,6 +320,18 @@ fn consumer(job: &Job, rec: Arc<Recorder>, clock: Arc<AckClock>) -> Result<Consu
             {
                 ready_line();
             }
+            // Read pacing's comparisons, on stderr (the parent shows them): whether a
+            // run held its reads, and what each comparison measured.
+            Event::ReadPacing {
+                producer_index,
+                holding,
+                held_rate,
+                direct_rate,
+                ..
+            } => eprintln!(
+                "read pacing: connection {producer_index} holding {holding}, \
+                 {held_rate} msg/s holding, {direct_rate:?} msg/s reading at once"
+            ),
             _ => {}
         });
     }

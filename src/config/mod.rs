@@ -19,12 +19,14 @@ mod de;
 mod emqtt;
 mod endpoint;
 mod env;
+mod pacing;
 mod tls;
 mod url;
 mod validate;
 
 pub use emqtt::OptionValue;
 pub use endpoint::Endpoint;
+pub use pacing::ReadPacing;
 pub use tls::TlsOptions;
 
 #[cfg(feature = "serde")]

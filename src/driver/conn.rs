@@ -15,6 +15,7 @@ use super::codec::{Codec, Decoded, Inbound, SubCode};
 use super::io::Buffered;
 use super::keepalive::Keepalive;
 use super::order::AckOrder;
+use super::pacing::{Buffer, Pacing, SMALL_RECEIVE_BUFFER};
 use super::settings::Settings;
 use crate::config::QoS;
 use crate::disposition::Disposition;
@@ -87,10 +88,17 @@ pub(super) struct Conn {
     next_pkid: u16,
     /// Outstanding SUBSCRIBE packet ids and their filters.
     pending_sub: Vec<(u16, Vec<(String, QoS)>)>,
+    /// Messages taken on this connection: the rate read pacing measures.
+    received: u64,
+    pacing: Pacing,
+    /// The receive buffer's size before read pacing shrank it, as the kernel reports
+    /// it (Linux: twice what was asked for).
+    saved_receive_buffer: Option<usize>,
 }
 
 impl Conn {
     pub(super) fn new(io: Buffered, epoch: u64, keepalive: Duration, settings: &Settings) -> Self {
+        let pacing = Pacing::new(settings.read_pacing, io.connect_rtt());
         Self {
             io,
             codec: settings.codec(),
@@ -109,6 +117,9 @@ impl Conn {
             phase: Phase::Running,
             next_pkid: 1,
             pending_sub: Vec::new(),
+            received: 0,
+            pacing,
+            saved_receive_buffer: None,
         }
     }
 
@@ -187,6 +198,7 @@ impl Conn {
     #[inline]
     pub(super) fn track(&mut self, pkid: u16, qos: QoS) -> Option<u64> {
         self.calls += 1;
+        self.received += 1;
         match qos {
             QoS::AtMostOnce => None,
             qos => Some(self.order.push(pkid, qos)),
@@ -406,16 +418,59 @@ impl Conn {
         self.io.peer_closed(cx)
     }
 
-    /// Read more from the socket (`needed`: bytes still missing from the next packet).
-    /// Returns whether bytes arrived.
+    /// Read more from the socket (`needed`: bytes still missing from the next packet),
+    /// unless read pacing holds reads back for now. Returns whether bytes arrived.
     #[inline]
     pub(super) fn poll_read(
         &mut self,
         cx: &mut Context<'_>,
         needed: usize,
+        events: &Emitter,
     ) -> Result<bool, DownReason> {
+        if self.pacing.poll_hold(cx) {
+            return Ok(false);
+        }
         self.keepalive.reading();
-        self.io.poll_read(cx, needed)
+        let arrived = self.io.poll_read(cx, needed)?;
+        if arrived {
+            self.pacing.arrived();
+        } else if self.pacing.is_on() {
+            self.drained(cx, events);
+        }
+        Ok(arrived)
+    }
+
+    /// A read found the socket empty: read pacing measures, decides, and may start a
+    /// hold.
+    #[inline(never)]
+    fn drained(&mut self, cx: &mut Context<'_>, events: &Emitter) {
+        let drained = self.pacing.drained(self.received, self.io.rx_total(), cx);
+        // A buffer that cannot be changed leaves holding to save wake-ups only; the
+        // comparison tells whether that is worth it.
+        match drained.buffer {
+            Some(Buffer::Shrink) => {
+                if let Ok(size) = self.io.receive_buffer() {
+                    self.saved_receive_buffer = Some(size);
+                    let _ = self.io.set_receive_buffer(SMALL_RECEIVE_BUFFER);
+                }
+            }
+            Some(Buffer::Restore) => {
+                // Linux reports twice what was asked for, and doubles what is asked
+                // for (up to twice `net.core.rmem_max`).
+                if let Some(size) = self.saved_receive_buffer.take() {
+                    let asked = if cfg!(target_os = "linux") {
+                        size / 2
+                    } else {
+                        size
+                    };
+                    let _ = self.io.set_receive_buffer(asked);
+                }
+            }
+            None => {}
+        }
+        if let Some(v) = drained.verdict {
+            events.read_pacing(v.holding, v.held_rate, v.direct_rate);
+        }
     }
 }
 

@@ -33,7 +33,7 @@ pub(crate) async fn connect(
     params: &ConnectParams<'_>,
 ) -> Result<(Buffered, ConnAckInfo), DownReason> {
     let attempt = async {
-        let mut io = crate::transport::connect(config).await?;
+        let (mut io, connect_rtt) = crate::transport::connect(config).await?;
 
         let mut wbuf = BytesMut::with_capacity(256);
         codec.encode_connect(params, &mut wbuf);
@@ -47,7 +47,7 @@ pub(crate) async fn connect(
                     if let Some(reason) = info.refused {
                         return Err(reason);
                     }
-                    return Ok((Buffered::new(io, rbuf), info));
+                    return Ok((Buffered::new(io, rbuf, connect_rtt), info));
                 }
                 Decoded::Packet(Inbound::Disconnect { code }) => {
                     return Err(DownReason::ServerDisconnect { code })

@@ -5,6 +5,7 @@
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWrite;
@@ -28,12 +29,14 @@ pub(crate) struct Buffered {
     peer_closed: bool,
     /// Bytes were written since [`Buffered::peer_closed`] last looked.
     wrote: bool,
+    /// How long the TCP handshake took (about one round trip).
+    connect_rtt: Duration,
 }
 
 impl Buffered {
-    /// Wrap a connected transport; `read_buf` may already hold bytes read past the
-    /// CONNACK.
-    pub(crate) fn new(io: Stream, read_buf: BytesMut) -> Self {
+    /// Wrap a connected transport whose TCP handshake took `connect_rtt`; `read_buf` may
+    /// already hold bytes read past the CONNACK.
+    pub(crate) fn new(io: Stream, read_buf: BytesMut, connect_rtt: Duration) -> Self {
         Self {
             io,
             read_buf,
@@ -42,7 +45,23 @@ impl Buffered {
             rx_total: 0,
             peer_closed: false,
             wrote: false,
+            connect_rtt,
         }
+    }
+
+    /// How long the TCP handshake took.
+    pub(crate) fn connect_rtt(&self) -> Duration {
+        self.connect_rtt
+    }
+
+    /// The socket's receive buffer size, as the kernel reports it.
+    pub(crate) fn receive_buffer(&self) -> std::io::Result<usize> {
+        self.io.receive_buffer()
+    }
+
+    /// Fix the socket's receive buffer at `bytes` (see [`Stream::set_receive_buffer`]).
+    pub(crate) fn set_receive_buffer(&self, bytes: usize) -> std::io::Result<()> {
+        self.io.set_receive_buffer(bytes)
     }
 
     /// Whether the broker has closed the connection although bytes it sent before are

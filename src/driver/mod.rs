@@ -49,6 +49,7 @@ pub(crate) mod handshake;
 pub(crate) mod io;
 pub(crate) mod keepalive;
 mod order;
+mod pacing;
 mod settings;
 
 pub(crate) use failover::Failover;
@@ -367,7 +368,7 @@ where
 
             // 7. Read more only when no complete packet is buffered and there is room.
             if let Some(needed) = want_read {
-                progress |= conn.poll_read(cx, needed)?;
+                progress |= conn.poll_read(cx, needed, &self.events)?;
             }
 
             if !progress {

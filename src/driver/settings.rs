@@ -7,7 +7,7 @@ use tower::retry::backoff::ExponentialBackoffMaker;
 use tower::util::rng::HasherRng;
 
 use super::codec::{Codec, ConnectParams};
-use crate::config::{Config, QoS};
+use crate::config::{Config, QoS, ReadPacing};
 use crate::event::Hook;
 use crate::message::Origin;
 
@@ -33,6 +33,8 @@ pub(crate) struct Settings {
     pub(crate) unsubscribe: Vec<String>,
     /// `ConsumerBuilder::drain_retired_sessions(up_to)`: slots `concurrency..up_to`.
     pub(crate) retired_up_to: usize,
+    /// `ConsumerBuilder::read_pacing`.
+    pub(crate) read_pacing: ReadPacing,
 }
 
 impl Settings {

@@ -15,6 +15,7 @@ use std::future::Future;
 use std::io;
 use std::pin::{pin, Pin};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
@@ -67,6 +68,26 @@ impl Stream {
             Self::Layered(_, None) => false,
         }
     }
+
+    /// Ask the kernel for a receive buffer of `bytes` on the TCP socket (under TLS and
+    /// websockets, through the duplicated descriptor). This fixes the buffer for the
+    /// rest of the connection: the kernel no longer grows it on its own.
+    pub(crate) fn set_receive_buffer(&self, bytes: usize) -> io::Result<()> {
+        self.socket()?.set_recv_buffer_size(bytes)
+    }
+
+    /// The TCP socket's receive buffer size, as the kernel reports it.
+    pub(crate) fn receive_buffer(&self) -> io::Result<usize> {
+        self.socket()?.recv_buffer_size()
+    }
+
+    fn socket(&self) -> io::Result<socket2::SockRef<'_>> {
+        match self {
+            Self::Tcp(tcp) => Ok(socket2::SockRef::from(tcp)),
+            Self::Layered(_, Some(tcp)) => Ok(socket2::SockRef::from(tcp)),
+            Self::Layered(_, None) => Err(io::ErrorKind::Unsupported.into()),
+        }
+    }
 }
 
 impl AsyncRead for Stream {
@@ -113,10 +134,13 @@ impl AsyncWrite for Stream {
 }
 
 /// Open the transport described by `config`: TCP, then TLS, then the websocket upgrade.
-pub(crate) async fn connect(config: &Config) -> Result<Stream, DownReason> {
+/// Also returns how long the TCP handshake took: about one round trip to the broker.
+pub(crate) async fn connect(config: &Config) -> Result<(Stream, Duration), DownReason> {
+    let started = Instant::now();
     let tcp = tcp_connect(&config.host, config.port).await?;
+    let rtt = started.elapsed();
     if config.tls.is_none() && config.websocket_path.is_none() {
-        return Ok(Stream::Tcp(tcp));
+        return Ok((Stream::Tcp(tcp), rtt));
     }
     let raw = duplicate(&tcp);
     let io: Box<dyn Io> = Box::new(tcp);
@@ -134,7 +158,7 @@ pub(crate) async fn connect(config: &Config) -> Result<Stream, DownReason> {
         #[cfg(not(feature = "websocket"))]
         Some(_) => return Err(DownReason::WebSocket(NO_WEBSOCKET.why.into())),
     };
-    Ok(Stream::Layered(io, raw))
+    Ok((Stream::Layered(io, raw), rtt))
 }
 
 /// A second handle on `tcp`'s socket, for [`Stream::poll_peer_closed`] under TLS and

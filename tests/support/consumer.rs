@@ -48,6 +48,12 @@ pub(crate) enum Ev {
         pkid: u16,
         status: Status,
     },
+    Pacing {
+        index: usize,
+        holding: bool,
+        held_rate: u64,
+        direct_rate: Option<u64>,
+    },
 }
 
 impl Ev {
@@ -123,6 +129,18 @@ impl Ev {
                 disposition,
             },
             Event::MessageStale { pkid, status, .. } => Self::Stale { pkid, status },
+            Event::ReadPacing {
+                producer_index,
+                holding,
+                held_rate,
+                direct_rate,
+                ..
+            } => Self::Pacing {
+                index: producer_index,
+                holding,
+                held_rate,
+                direct_rate,
+            },
             _ => return None,
         })
     }
